@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything vabc needs on a fresh Debian machine. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+pkgs=(
+	e2fsprogs      # mkfs.ext4 / debugfs for realistic test images
+	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench
+	fuse3          # fusermount3 for the FUSE frontend
+	qemu-system-x86 busybox-static cpio kmod   # VM integration tests
+	make gcc libelf-dev bc flex bison     # building the dm-user kernel module
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+go mod download
+GOFLAGS=-buildvcs=false go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# The VM harness's kernel image and module headers (cached by version).
+if [ -x e2e/fetch-kernel.sh ]; then
+	bash e2e/fetch-kernel.sh
+fi
+echo "deps: ok"
