@@ -347,3 +347,43 @@ func TestReadDataDecisionTable(t *testing.T) {
 		}
 	})
 }
+
+// TestV3Torn truncates a v3 image at every 16-byte step: the parse fails
+// cleanly while the op region is incomplete; once it succeeds, payload reads
+// beyond the cut fail cleanly and the others return the right bytes.
+func TestV3Torn(t *testing.T) {
+	v := v3Basic()
+	v.h.BufferSize = 0
+	full := v.build(t)
+	h := v.h
+	h.OpCount = 5
+	opsEnd := h.OpOffset(5)
+	buf := make([]byte, 16384)
+	for cut := int64(0); cut <= int64(len(full)); cut += 16 {
+		b := full[:cut]
+		r, err := parseBytes(t, b, nil)
+		if cut < opsEnd {
+			if err == nil {
+				t.Fatalf("cut %#x inside the op region parsed", cut)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("cut %#x: %v", cut, err)
+		}
+		for i, op := range r.Ops() {
+			if op.Type != OpReplace && op.Type != OpXor {
+				continue
+			}
+			off, _ := r.DataOffset(&op)
+			n, err := r.ReadOpData(i, buf, 0)
+			if off+int64(op.DataLength) > cut {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("cut %#x op %d: read past end: n=%d err=%v", cut, i, n, err)
+				}
+			} else if err != nil || !bytes.Equal(buf[:n], full[off:off+int64(n)]) {
+				t.Fatalf("cut %#x op %d: %v", cut, i, err)
+			}
+		}
+	}
+}
