@@ -480,8 +480,9 @@ func (c *xzCompressor) Compress(dst, src []byte) ([]byte, error) {
 }
 
 // xzMaxDict bounds the LZMA2 dictionary an xz payload may declare: the Go
-// decoder allocates the whole dictionary up front.
-func xzMaxDict(outLen int) int64 { return max(1<<20, 2*int64(outLen)) }
+// decoder allocates the whole dictionary up front. 8 MiB is xz's default
+// preset (-6); our writer uses the unit size.
+func xzMaxDict(outLen int) int64 { return max(8<<20, 2*int64(outLen)) }
 
 func decompressXz(dst, src []byte) (int, error) {
 	if err := checkXzDict(src, xzMaxDict(len(dst))); err != nil {
