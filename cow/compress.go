@@ -181,7 +181,7 @@ func (w *appendWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); r
 
 // readStream reads r into dst until dst is full or r ends cleanly.
 func readStream(alg Compression, r io.Reader, dst []byte) (int, error) {
-	n := 0
+	n, idle := 0, 0
 	for n < len(dst) {
 		m, err := r.Read(dst[n:])
 		n += m
@@ -192,8 +192,12 @@ func readStream(alg Compression, r io.Reader, dst []byte) (int, error) {
 			return n, decompressErr(alg, err)
 		}
 		if m == 0 {
-			// A reader returning (0, nil) forever would hang us.
-			return n, decompressErr(alg, io.ErrNoProgress)
+			// (0, nil) is allowed now and then; forever would hang us.
+			if idle++; idle > 100 {
+				return n, decompressErr(alg, io.ErrNoProgress)
+			}
+		} else {
+			idle = 0
 		}
 	}
 	return n, nil

@@ -707,3 +707,48 @@ func BenchmarkWriterV2None(b *testing.B) { benchmarkWriter(b, false, Compression
 func BenchmarkWriterV2Lz4(b *testing.B)  { benchmarkWriter(b, false, CompressionLz4) }
 func BenchmarkWriterV3None(b *testing.B) { benchmarkWriter(b, true, CompressionNone) }
 func BenchmarkWriterV3Lz4(b *testing.B)  { benchmarkWriter(b, true, CompressionLz4) }
+
+// TestV3RawIffNotSmaller: in v3 every algorithm, gz and brotli included,
+// stores a unit raw (data_length == unit) when compression does not shrink
+// it (§3.2), and compressed otherwise.
+func TestV3RawIffNotSmaller(t *testing.T) {
+	for _, alg := range []Compression{CompressionGz, CompressionBrotli, CompressionLz4, CompressionZstd} {
+		t.Run(alg.String(), func(t *testing.T) {
+			f := newMemFile(nil)
+			w, err := NewWriterV3(f, WriterOptions{Compression: alg, CompressionFactor: 8192, OpCountMax: 8, NoScratch: true,
+				CompressionLevel: 1, CompressionLevelSet: alg == CompressionBrotli})
+			if err != nil {
+				t.Fatal(err)
+			}
+			random := randomBytes(5, 8192)
+			text := testUnit(6, 8192)
+			if err := w.AddRawBlocks(0, append(bytes.Clone(random), text...)); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+			img := f.Bytes()
+			h := decodeHeader(img)
+			raw, comp := DecodeOpV3(img[h.OpOffset(0):]), DecodeOpV3(img[h.OpOffset(1):])
+			if raw.DataLength != 8192 || !bytes.Equal(img[raw.Source:raw.Source+8192], random) {
+				t.Errorf("incompressible unit: data_length %d, not stored raw", raw.DataLength)
+			}
+			if comp.DataLength >= 8192 {
+				t.Errorf("compressible unit stored with %d bytes", comp.DataLength)
+			}
+			r, err := f.reader(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			for i, want := range [][]byte{random, text} {
+				for k := range 2 {
+					if _, err := r.ReadOpData(i, buf, k*4096); err != nil || !bytes.Equal(buf, want[k*4096:(k+1)*4096]) {
+						t.Fatalf("op %d block %d: %v", i, k, err)
+					}
+				}
+			}
+		})
+	}
+}
