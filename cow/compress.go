@@ -423,12 +423,15 @@ func decompressZstd(dst, src []byte) (int, error) {
 		// allocate; an empty unit never occurs in a COW.
 		return 0, decompressErr(CompressionZstd, errors.New("empty destination"))
 	}
+	// With the cap limit the decoder stops (with an error) at the first
+	// block that would grow the output past cap(dst): at most one block
+	// (128 KiB) is ever decoded beyond it, into a scratch buffer.
 	out, err := d.DecodeAll(src, dst[:0:len(dst)])
 	if err != nil {
-		return len(out), decompressErr(CompressionZstd, err)
+		return 0, decompressErr(CompressionZstd, err)
 	}
 	if len(out) != len(dst) || &out[0] != &dst[0] {
-		return len(out), decompressErr(CompressionZstd, fmt.Errorf("decoded %d bytes, want %d", len(out), len(dst)))
+		return 0, decompressErr(CompressionZstd, fmt.Errorf("decoded %d bytes, want %d", len(out), len(dst)))
 	}
 	return len(out), nil
 }
