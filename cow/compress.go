@@ -303,16 +303,19 @@ func decompressBrotli(dst, src []byte) (int, error) {
 	return n, err
 }
 
-// lz4: raw block (LZ4_compress_default / LZ4_decompress_safe).
+// lz4: raw block (LZ4_compress_default / LZ4_decompress_safe). The
+// encoder is pierrec's port of the reference LZ4_compress_fast
+// (acceleration 1 = LZ4_compress_default): close to liblz4's output and, on
+// 64 KiB units, about 4× faster than its default block compressor.
 
 type lz4Compressor struct {
-	pool sync.Pool // *lz4.Compressor
+	pool sync.Pool // *lz4.CompressorCCompat
 }
 
 func (c *lz4Compressor) Compress(dst, src []byte) ([]byte, error) {
-	lc, _ := c.pool.Get().(*lz4.Compressor)
+	lc, _ := c.pool.Get().(*lz4.CompressorCCompat)
 	if lc == nil {
-		lc = new(lz4.Compressor)
+		lc = new(lz4.CompressorCCompat)
 	}
 	defer c.pool.Put(lc)
 	start := len(dst)
