@@ -111,7 +111,11 @@ func (o *WriterOptions) ensureDefaults() error {
 	return checkLevel(o.Compression, o.CompressionLevel)
 }
 
-// Writer is the version-independent writer API (AOSP ICowWriter).
+// Writer is the version-independent writer API (AOSP ICowWriter). A
+// Writer is not safe for concurrent use. The first I/O or compression
+// failure is sticky: every later call returns it. Invalid arguments (a
+// partial block, a block beyond max_blocks, …) are reported without
+// poisoning the writer.
 type Writer interface {
 	// AddCopy records that numBlocks blocks starting at newBlock are copied
 	// from oldBlock… of the source device.
