@@ -2,6 +2,8 @@ package cow
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -45,14 +47,30 @@ func writeLegacyExample(t testing.TB, f File, raw, xor []byte) *WriterV2 {
 	return w
 }
 
-// TestWorkedExampleV2 checks every offset of the §2.10 table.
+// aospCowV2SHA256 is the SHA-256 of AOSP's tools/testdata/cow_v2 (§2.10).
+const aospCowV2SHA256 = "afd7288855d0d9afd55e87910cc1886d7e73b97876cc4d15b85303d8027c8e2f"
+
+// aospWriteCowData is the block write_cow uses for both its raw and its XOR
+// block: "This is some data, believe it" padded with zeros to 4096 bytes.
+func aospWriteCowData() []byte {
+	d := make([]byte, 4096)
+	copy(d, "This is some data, believe it")
+	return d
+}
+
+// TestWorkedExampleV2 checks every offset of the §2.10 table and that the
+// writer reproduces AOSP's genuine cow_v2 fixture bit for bit (same SHA-256)
+// when given write_cow's data.
 func TestWorkedExampleV2(t *testing.T) {
-	raw, xor := patternBlock(1), patternBlock(2)
+	raw, xor := aospWriteCowData(), aospWriteCowData()
 	f := newMemFile(nil)
 	w := writeLegacyExample(t, f, raw, xor)
 	img := f.Bytes()
 	if len(img) != 2105826 {
 		t.Fatalf("file size %d, want 2,105,826", len(img))
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(img)); sum != aospCowV2SHA256 {
+		t.Errorf("SHA-256 %s, want AOSP cow_v2's %s", sum, aospCowV2SHA256)
 	}
 	if w.Size() != int64(len(img)) {
 		t.Errorf("Size() = %d after Finalize, file is %d", w.Size(), len(img))
