@@ -1,0 +1,354 @@
+package merge
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/faultfs"
+)
+
+func runMerge(t testing.TB, img *image, cf, bf faultfs.File, opts *Options) (*Engine, error) {
+	t.Helper()
+	e, err := New(cf, bf, img.src, opts)
+	if err != nil {
+		return nil, err
+	}
+	return e, e.Run(context.Background())
+}
+
+func checkMem(t testing.TB, img *image, cf *faultfs.MemFile) *State {
+	t.Helper()
+	b := cf.Bytes()
+	st, err := Check(bytes.NewReader(b), int64(len(b)), "test.cow", img.src)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	return st
+}
+
+func TestMerge(t *testing.T) {
+	tests := []struct {
+		name string
+		gen  genConfig
+		opts Options
+	}{
+		{"v2", genConfig{seed: 1, blocks: 3000, version: 2, scratch: true}, Options{}},
+		{"v3", genConfig{seed: 2, blocks: 3000, version: 3, scratch: true}, Options{}},
+		{"v2-no-scratch", genConfig{seed: 3, blocks: 3000, version: 2}, Options{}},
+		{"v3-no-scratch", genConfig{seed: 4, blocks: 3000, version: 3}, Options{}},
+		{"v3-merge-size-4", genConfig{seed: 5, blocks: 3000, version: 3, scratch: true}, Options{MergeSize: 4}},
+		{"v2-window-37", genConfig{seed: 6, blocks: 3000, version: 2, scratch: true}, Options{WindowBlocks: 37}},
+		{"v3-nice", genConfig{seed: 7, blocks: 1000, version: 3, scratch: true}, Options{Nice: BackgroundNice}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := generate(t, tc.gen)
+			cf, bf := img.files()
+			var commits []Checkpoint
+			opts := tc.opts
+			opts.OnCheckpoint = func(c Checkpoint) { commits = append(commits, c) }
+			e, err := New(cf, bf, img.src, &opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := e.Status(); s != StatusSnapshot {
+				t.Fatalf("status before Run = %q", s)
+			}
+			if err := e.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+				t.Fatalf("base != target: %s", d)
+			}
+			p := e.Progress()
+			if p.Status != StatusMergeComplete || p.Percent != 100 || p.NumMergeOps != uint64(len(img.src.order)) {
+				t.Fatalf("progress after merge = %+v", p)
+			}
+			st := checkMem(t, img, cf)
+			if !st.Complete || (tc.gen.scratch && st.ReadAheadState != cow.ReadAheadInProgress) {
+				t.Fatalf("state after merge = %+v", st)
+			}
+			if cf.Unsynced() != 0 || bf.Unsynced() != 0 {
+				t.Fatalf("writes left unsynced after Run: cow %d, base %d", cf.Unsynced(), bf.Unsynced())
+			}
+			// The COW outside header and scratch is untouched.
+			if got := cf.Bytes(); !bytes.Equal(got[len(got)-4096:], img.cowImg[len(got)-4096:]) {
+				t.Fatal("merge wrote past the scratch region")
+			}
+			var windows, replaces int
+			for _, c := range commits {
+				switch c.Kind {
+				case WindowCommitted:
+					windows++
+					if c.Ops > max(tc.opts.WindowBlocks, 0) && tc.opts.WindowBlocks > 0 || c.Ops > 510 {
+						t.Fatalf("window of %d ops", c.Ops)
+					}
+				case ReplaceCommitted:
+					replaces++
+					if c.NumMergeOps != uint64(len(img.src.order)) && c.Ops < ReplaceCommitOps {
+						t.Fatalf("replace commit of only %d ops before the end: %+v", c.Ops, c)
+					}
+				}
+			}
+			t.Logf("%d ordered ops in %d windows, %d replace commits", img.nOrd, windows, replaces)
+			if windows == 0 || replaces == 0 {
+				t.Fatal("no windows or replace commits")
+			}
+			// A new engine on the merged COW is complete at once.
+			e2, err := New(cf, bf, img.src, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := e2.Status(); s != StatusMergeComplete {
+				t.Fatalf("status of a merged COW before Run = %q", s)
+			}
+			if err := e2.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestReadBlockDuringMerge has readers hammer random blocks while the merge
+// runs (with pauses) and requires every read to return target bytes.
+func TestReadBlockDuringMerge(t *testing.T) {
+	for _, tc := range []genConfig{
+		{seed: 11, blocks: 2500, version: 3, scratch: true},
+		{seed: 12, blocks: 2500, version: 2},
+	} {
+		t.Run(map[bool]string{true: "scratch", false: "no-scratch"}[tc.scratch], func(t *testing.T) {
+			img := generate(t, tc)
+			cf, bf := img.files()
+			var e *Engine
+			var reads atomic.Int64
+			check := func(rng *rand.Rand) error {
+				b := uint64(rng.IntN(tc.blocks))
+				p := make([]byte, bs)
+				if err := e.ReadBlock(b, p); err != nil {
+					return err
+				}
+				reads.Add(1)
+				if !bytes.Equal(p, img.target[b*bs:(b+1)*bs]) {
+					return errors.New("stale read of block " + itoa(b) + " at " + e.Progress().Phase.String())
+				}
+				return nil
+			}
+			opts := &Options{WindowBlocks: 100, OnCheckpoint: func(c Checkpoint) {
+				// Give readers a chance at every state.
+				time.Sleep(200 * time.Microsecond)
+			}}
+			var err error
+			e, err = New(cf, bf, img.src, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			errc := make(chan error, 4)
+			for r := 0; r < 3; r++ {
+				wg.Add(1)
+				go func(seed uint64) {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(seed, 1))
+					for ctx.Err() == nil {
+						if err := check(rng); err != nil {
+							errc <- err
+							cancel()
+							return
+						}
+					}
+				}(uint64(r))
+			}
+			e.Pause()
+			done := make(chan error, 1)
+			go func() { done <- e.Run(context.Background()) }()
+			for !e.Progress().Parked {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(5 * time.Millisecond)
+			if p := e.Progress(); p.NumMergeOps != 0 || p.Status != StatusMerge {
+				t.Fatalf("paused merge progressed: %+v", p)
+			}
+			e.Resume()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			cancel()
+			wg.Wait()
+			select {
+			case err := <-errc:
+				t.Fatal(err)
+			default:
+			}
+			if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+				t.Fatalf("base != target: %s", d)
+			}
+			t.Logf("%d concurrent reads matched the target", reads.Load())
+		})
+	}
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func TestCancelAndResume(t *testing.T) {
+	img := generate(t, genConfig{seed: 21, blocks: 3000, version: 3, scratch: true})
+	cf, bf := img.files()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	opts := &Options{OnCheckpoint: func(c Checkpoint) {
+		if n++; n == 2 { // after the first window's commit
+			cancel()
+		}
+	}}
+	e, err := New(cf, bf, img.src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+	p := e.Progress()
+	if p.Status != StatusSnapshot || p.NumMergeOps == 0 || p.NumMergeOps >= p.TotalOps {
+		t.Fatalf("progress after cancel = %+v", p)
+	}
+	if err := e.Run(context.Background()); err == nil {
+		t.Fatal("second Run on one engine succeeded")
+	}
+	if _, err := runMerge(t, img, cf, bf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+		t.Fatalf("base != target: %s", d)
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	l := NewLimiter(1)
+	img := generate(t, genConfig{seed: 31, blocks: 800, version: 2, scratch: true})
+	cf1, bf1 := img.files()
+	cf2, bf2 := img.files()
+	e1, err := New(cf1, bf1, img.src, &Options{Limiter: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := New(cf2, bf2, img.src, &Options{Limiter: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1.Pause()
+	d1, d2 := make(chan error, 1), make(chan error, 1)
+	go func() { d1 <- e1.Run(context.Background()) }()
+	for !e1.Progress().Parked {
+		time.Sleep(time.Millisecond)
+	}
+	go func() { d2 <- e2.Run(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	if p := e2.Progress(); p.Phase != PhaseQueued || p.Status != StatusMerge {
+		t.Fatalf("second merge not queued: %+v", p)
+	}
+	e1.Resume()
+	if err := <-d1; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d2; err != nil {
+		t.Fatal(err)
+	}
+	for _, bf := range []*faultfs.MemFile{bf1, bf2} {
+		if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+			t.Fatal(d)
+		}
+	}
+}
+
+// corrupt writes bytes into a copy of the merged-to-window-1 state.
+func TestCorruptState(t *testing.T) {
+	img := generate(t, genConfig{seed: 41, blocks: 2000, version: 2, scratch: true})
+	// Snapshot the COW when window 0 is persisted (state 2) but not merged.
+	cf, bf := img.files()
+	var state2 []byte
+	opts := &Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowPersisted && state2 == nil {
+			state2 = cf.Bytes()
+		}
+	}}
+	if _, err := runMerge(t, img, cf, bf, opts); err != nil {
+		t.Fatal(err)
+	}
+	hs := cow.HeaderV2Size
+	put64 := func(p []byte, off int, v uint64) { binary.LittleEndian.PutUint64(p[off:], v) }
+	tests := []struct {
+		name string
+		mod  func(p []byte)
+	}{
+		{"state byte 7", func(p []byte) { p[hs] = 7 }},
+		{"num_merge_ops past the end", func(p []byte) { put64(p, cow.OffsetNumMergeOps, 1<<40) }},
+		{"state 2 without entries", func(p []byte) { clear(p[hs+1 : hs+1+32]) }},
+		{"state 2 wrong new_block", func(p []byte) { put64(p, hs+1+16*5, 999999) }},
+		{"state 2 offset outside data", func(p []byte) { put64(p, hs+1+16*3+8, 12) }},
+		{"state 2 offset unaligned", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+8192+4096*3+1)) }},
+		{"state 2 duplicate offset", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+8192)) }},
+		{"state 2 past ordered ops", func(p []byte) { put64(p, cow.OffsetNumMergeOps, uint64(img.nOrd)) }},
+		{"state 2 no terminator", func(p []byte) {
+			for k := 0; k < 512; k++ {
+				put64(p, hs+1+16*k, uint64(k+1))
+				put64(p, hs+1+16*k+8, uint64(hs+8192))
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := append([]byte(nil), state2...)
+			tc.mod(p)
+			if _, err := Check(bytes.NewReader(p), int64(len(p)), "x.cow", img.src); !errors.Is(err, ErrCorrupt) && !errors.Is(err, cow.ErrCorrupt) {
+				t.Fatalf("Check = %v, want ErrCorrupt", err)
+			}
+			_, err := New(faultfs.NewMemFile("x.cow", p), faultfs.NewMemFile("b", img.base), img.src, nil)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("New = %v, want ErrCorrupt", err)
+			}
+			t.Log(err)
+		})
+	}
+	// The unmodified state-2 image is valid and resumes correctly.
+	st, err := Check(bytes.NewReader(state2), int64(len(state2)), "x.cow", img.src)
+	if err != nil || st.ReadAheadState != 2 || len(st.Entries) != 510 {
+		t.Fatalf("Check(state 2) = %+v, %v", st, err)
+	}
+	t.Log(st.NextAction())
+}
+
+func TestBadOrder(t *testing.T) {
+	img := generate(t, genConfig{seed: 51, blocks: 600, version: 3, scratch: true})
+	nb := uint64(len(img.base) / bs)
+	tests := []struct {
+		name  string
+		order []cow.Op
+	}{
+		{"copy after replace", []cow.Op{{Type: cow.OpReplace, NewBlock: 1, DataLength: bs}, {Type: cow.OpCopy, NewBlock: 2, Source: 3}}},
+		{"dest past end", []cow.Op{{Type: cow.OpZero, NewBlock: nb}}},
+		{"multi-block past end", []cow.Op{{Type: cow.OpReplace, NewBlock: nb - 1, FactorShift: 1}}},
+		{"copy source past end", []cow.Op{{Type: cow.OpCopy, NewBlock: 1, Source: nb}}},
+		{"xor source past end", []cow.Op{{Type: cow.OpXor, NewBlock: 1, Source: nb*bs - 100}}},
+		{"label in order", []cow.Op{{Type: cow.OpLabel, Source: 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &fakeSource{order: tc.order, payload: img.src.payload}
+			_, err := New(faultfs.NewMemFile("x.cow", img.cowImg), faultfs.NewMemFile("b", img.base), src, nil)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("New = %v, want ErrCorrupt", err)
+			}
+			t.Log(err)
+		})
+	}
+}

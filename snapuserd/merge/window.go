@@ -1,0 +1,317 @@
+package merge
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/faultfs"
+)
+
+// runLen returns how many ops starting at k (within [k, end)) form one run
+// whose values, given by at, step by exactly ±step, and the direction. Runs
+// are capped by MergeSize.
+func (e *Engine) runLen(k, end int, at func(int) int64, step int64) (int, int64) {
+	n, dir := 1, int64(0)
+	for k+n < end && (e.opts.MergeSize <= 0 || n < e.opts.MergeSize) {
+		d := at(k+n) - at(k+n-1)
+		if dir == 0 && (d == step || d == -step) {
+			dir = d
+		}
+		if dir == 0 || d != dir {
+			break
+		}
+		n++
+	}
+	if dir == 0 {
+		dir = step
+	}
+	return n, dir
+}
+
+// readSources fills buf (n blocks) with the target data of ops [start,
+// start+n): sources read from base in coalesced runs, XOR applied.
+func (e *Engine) readSources(start, n int, buf []byte) error {
+	bs := e.bs
+	at := func(i int) int64 { return e.srcOff(&e.order[i]) }
+	var tmp []byte
+	for k := start; k < start+n; {
+		run, dir := e.runLen(k, start+n, at, bs)
+		lo := at(k)
+		if dir < 0 {
+			lo = at(k + run - 1)
+		}
+		dst := buf[int64(k-start)*bs : int64(k-start+run)*bs]
+		if dir > 0 {
+			if err := faultfs.ReadFull(e.base, dst, lo); err != nil {
+				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
+			}
+		} else {
+			if cap(tmp) < len(dst) {
+				tmp = make([]byte, len(dst))
+			}
+			t := tmp[:len(dst)]
+			if err := faultfs.ReadFull(e.base, t, lo); err != nil {
+				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
+			}
+			for j := 0; j < run; j++ {
+				copy(dst[int64(j)*bs:int64(j+1)*bs], t[int64(run-1-j)*bs:int64(run-j)*bs])
+			}
+		}
+		k += run
+	}
+	var payload []byte
+	for k := start; k < start+n; k++ {
+		op := &e.order[k]
+		if op.Type != cow.OpXor {
+			continue
+		}
+		if payload == nil {
+			payload = make([]byte, bs)
+		}
+		if err := e.readPayload(k, payload, 0); err != nil {
+			return err
+		}
+		xorBytes(buf[int64(k-start)*bs:int64(k-start+1)*bs], payload)
+	}
+	return nil
+}
+
+func xorBytes(dst, src []byte) {
+	for i := range dst {
+		dst[i] ^= src[i]
+	}
+}
+
+// readPayload decodes op k's payload into p (len(p) bytes at ignore).
+func (e *Engine) readPayload(k int, p []byte, ignore int) error {
+	op := &e.order[k]
+	n, err := e.src.ReadData(op, p, ignore)
+	if err == nil && n != len(p) {
+		err = fmt.Errorf("short payload: %d of %d bytes", n, len(p))
+	}
+	if err != nil {
+		return fmt.Errorf("merge: %s: merge-order op %d (%s): reading payload: %w", e.cowF.Name(), k, op, err)
+	}
+	return nil
+}
+
+// persistWindow writes the window to the scratch region and marks it Done:
+// metadata + data, sync, read_ahead_state = 2, sync (ReadAheadIOCompleted).
+func (e *Engine) persistWindow(w *window) error {
+	s := e.scratch
+	// The metadata area ends where the data area starts; AOSP writes
+	// MetadataSize bytes from header_size+1 and then the data, which
+	// restores the one overlapping byte. Writing MetadataSize-1 bytes leaves
+	// the same image.
+	meta := make([]byte, 0, s.MetadataSize-1)
+	for k := 0; k < w.n; k++ {
+		meta = cow.AppendScratchEntry(meta, cow.ScratchEntry{
+			NewBlock:   e.order[w.start+k].NewBlock,
+			FileOffset: uint64(s.DataOffset + int64(k)*e.bs),
+		})
+	}
+	meta = meta[:s.MetadataSize-1] // zero terminator and padding
+	if err := faultfs.WriteFull(e.cowF, meta, s.MetadataOffset); err != nil {
+		return fmt.Errorf("merge: writing scratch metadata: %w", err)
+	}
+	if err := faultfs.WriteFull(e.cowF, w.buf, s.DataOffset); err != nil {
+		return fmt.Errorf("merge: writing scratch data: %w", err)
+	}
+	if err := e.cowF.Sync(); err != nil {
+		return fmt.Errorf("merge: syncing scratch region: %w", err)
+	}
+	if err := faultfs.WriteFull(e.cowF, []byte{cow.ReadAheadDone}, s.StateOffset); err != nil {
+		return fmt.Errorf("merge: setting read_ahead_state: %w", err)
+	}
+	if err := e.cowF.Sync(); err != nil {
+		return fmt.Errorf("merge: syncing read_ahead_state: %w", err)
+	}
+	e.page[len(e.page)-1] = cow.ReadAheadDone
+	return nil
+}
+
+// loadScratchWindow validates the persisted window (read_ahead_state 2) and
+// loads its data (ReconstructDataFromCow).
+func (e *Engine) loadScratchWindow() (*window, error) {
+	ents, err := readScratchEntries(e.cowF, e.scratch)
+	if err != nil {
+		return nil, err
+	}
+	start := int(e.merged)
+	if err := e.checkEntries(ents, start); err != nil {
+		return nil, err
+	}
+	w := &window{start: start, n: len(ents), state: WindowRAReady, fromScratch: true}
+	w.buf = make([]byte, int64(w.n)*e.bs)
+	for k, en := range ents {
+		if err := faultfs.ReadFull(e.cowF, w.buf[int64(k)*e.bs:int64(k+1)*e.bs], int64(en.FileOffset)); err != nil {
+			return nil, fmt.Errorf("merge: reading scratch data of entry %d: %w", k, err)
+		}
+	}
+	e.logf("merge: %s: replaying window of %d ops at op %d from scratch", e.cowF.Name(), w.n, start)
+	return w, nil
+}
+
+// checkEntries verifies scratch entries against the merge order from start.
+func (e *Engine) checkEntries(ents []cow.ScratchEntry, start int) error {
+	name := e.cowF.Name()
+	if len(ents) == 0 {
+		return fmt.Errorf("merge: %s: read_ahead_state 2 but the scratch metadata is empty: %w", name, ErrCorrupt)
+	}
+	if start+len(ents) > e.nOrdered {
+		return fmt.Errorf("merge: %s: scratch window of %d ops at num_merge_ops %d runs past the %d ordered ops: %w",
+			name, len(ents), start, e.nOrdered, ErrCorrupt)
+	}
+	return checkEntryList(name, ents, e.order, start, e.scratch, e.bs)
+}
+
+func checkEntryList(name string, ents []cow.ScratchEntry, order []cow.Op, start int, s cow.ScratchLayout, bs int64) error {
+	dataEnd := s.DataOffset + s.DataBlocks*bs
+	seen := make(map[uint64]int, len(ents))
+	for k, en := range ents {
+		if want := order[start+k].NewBlock; en.NewBlock != want {
+			return fmt.Errorf("merge: %s: scratch entry %d has new_block %d, merge order op %d has %d: %w",
+				name, k, en.NewBlock, start+k, want, ErrCorrupt)
+		}
+		off := int64(en.FileOffset)
+		if en.FileOffset > uint64(dataEnd) || off < s.DataOffset || off+bs > dataEnd || (off-s.DataOffset)%bs != 0 {
+			return fmt.Errorf("merge: %s: scratch entry %d file_offset %#x outside the data area [%#x, %#x) or unaligned: %w",
+				name, k, en.FileOffset, s.DataOffset, dataEnd, ErrCorrupt)
+		}
+		if j, dup := seen[en.FileOffset]; dup {
+			return fmt.Errorf("merge: %s: scratch entries %d and %d share file_offset %#x: %w", name, j, k, en.FileOffset, ErrCorrupt)
+		}
+		seen[en.FileOffset] = k
+	}
+	return nil
+}
+
+// readScratchEntries decodes the ScratchMetadata list up to its all-zero
+// terminator.
+func readScratchEntries(f faultfs.File, s cow.ScratchLayout) ([]cow.ScratchEntry, error) {
+	raw := make([]byte, s.MetadataSize-1)
+	if err := faultfs.ReadFull(f, raw, s.MetadataOffset); err != nil {
+		return nil, fmt.Errorf("merge: reading scratch metadata: %w", err)
+	}
+	return decodeEntries(f.Name(), raw, s.MetadataOffset, int(s.DataBlocks))
+}
+
+func decodeEntries(name string, raw []byte, base int64, max int) ([]cow.ScratchEntry, error) {
+	var ents []cow.ScratchEntry
+	for off := 0; off+cow.ScratchEntrySize <= len(raw); off += cow.ScratchEntrySize {
+		en := cow.DecodeScratchEntry(raw[off:])
+		if en == (cow.ScratchEntry{}) {
+			return ents, nil
+		}
+		if len(ents) == max {
+			return nil, fmt.Errorf("merge: %s: more than %d scratch entries (no terminator at offset %#x): %w",
+				name, max, base+int64(off), ErrCorrupt)
+		}
+		ents = append(ents, en)
+	}
+	return nil, fmt.Errorf("merge: %s: scratch metadata at %#x has no terminator: %w", name, base, ErrCorrupt)
+}
+
+// mergeWindow runs one window through RA_READY, IN_PROGRESS and COMPLETED.
+func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
+	w := e.windows[wi]
+	if err := e.safePoint(ctx); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.curWin = wi
+	recovered := w.state == WindowRAReady
+	e.mu.Unlock()
+	if !recovered {
+		buf := make([]byte, int64(w.n)*e.bs)
+		if err := e.readSources(w.start, w.n, buf); err != nil {
+			return fmt.Errorf("merge: window %d: %w", wi, err)
+		}
+		e.mu.Lock()
+		w.buf = buf
+		w.state = WindowRAReady
+		// Readers that started on the sources must finish before any write.
+		err := e.waitLocked(ctx, func() bool { return w.refs == 0 })
+		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if e.hasScratch {
+			if err := e.persistWindow(w); err != nil {
+				return fmt.Errorf("merge: window %d: %w", wi, err)
+			}
+			e.checkpoint(Checkpoint{Kind: WindowPersisted, NumMergeOps: uint64(w.start), Start: uint64(w.start), Ops: w.n})
+		}
+	}
+	e.mu.Lock()
+	w.state = WindowInProgress
+	e.mu.Unlock()
+	if err := e.writeWindow(ctx, w); err != nil {
+		return fmt.Errorf("merge: window %d: %w", wi, err)
+	}
+	if err := e.base.Sync(); err != nil {
+		return fmt.Errorf("merge: window %d: sync %s: %w", wi, e.base.Name(), err)
+	}
+	end := uint64(w.start + w.n)
+	if err := e.commit(end); err != nil {
+		return fmt.Errorf("merge: window %d: %w", wi, err)
+	}
+	e.mu.Lock()
+	w.state = WindowCompleted
+	w.buf = nil
+	e.mu.Unlock()
+	e.checkpoint(Checkpoint{Kind: WindowCommitted, NumMergeOps: end, Start: uint64(w.start), Ops: w.n})
+	return nil
+}
+
+// writeWindow writes the window's data to base in runs of contiguous
+// destination blocks (ascending or descending).
+func (e *Engine) writeWindow(ctx context.Context, w *window) error {
+	bs := e.bs
+	at := func(i int) int64 { return int64(e.order[i].NewBlock) }
+	var tmp []byte
+	for k := w.start; k < w.start+w.n; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		run, dir := e.runLen(k, w.start+w.n, at, 1)
+		src := w.buf[int64(k-w.start)*bs : int64(k-w.start+run)*bs]
+		lo := at(k)
+		if dir < 0 {
+			lo = at(k + run - 1)
+			if cap(tmp) < len(src) {
+				tmp = make([]byte, len(src))
+			}
+			t := tmp[:len(src)]
+			for j := 0; j < run; j++ {
+				copy(t[int64(run-1-j)*bs:int64(run-j)*bs], src[int64(j)*bs:int64(j+1)*bs])
+			}
+			src = t
+		}
+		if err := faultfs.WriteFull(e.base, src, lo*bs); err != nil {
+			return fmt.Errorf("merging ops %d–%d: %w", k, k+run-1, err)
+		}
+		k += run
+	}
+	return nil
+}
+
+// windowOf returns the window holding merge index i, or nil if i was merged
+// before this engine started.
+func (e *Engine) windowOf(i int) *window {
+	ws := e.windows
+	lo, hi := 0, len(ws)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if ws[m].start+ws[m].n <= i {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(ws) && ws[lo].start <= i {
+		return ws[lo]
+	}
+	return nil
+}
