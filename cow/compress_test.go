@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -45,6 +50,9 @@ func randomBytes(seed uint64, n int) []byte {
 func TestCompressRoundTrip(t *testing.T) {
 	for _, alg := range allCompressions {
 		for _, unit := range []int{4096, 65536, 262144} {
+			if unit > 65536 && (alg == CompressionBrotli || alg == CompressionXz) {
+				continue // slow at default level; the format does not change
+			}
 			t.Run(alg.String()+"/"+itoa(unit), func(t *testing.T) {
 				c, err := NewCompressor(alg, DefaultLevel(alg), unit)
 				if err != nil {
@@ -251,21 +259,67 @@ func TestXzRejectsHugeDictionary(t *testing.T) {
 	}
 }
 
+// codecSeed is one fuzz seed: a compressed unit and its decoded size.
+type codecSeed struct {
+	enc  []byte
+	size uint32
+}
+
+// codecSeeds returns the seeds of a decompressor fuzz target: compressible,
+// zero and incompressible units at 4 KiB, and a compressible 64 KiB unit.
+func codecSeeds(tb testing.TB, alg Compression) []codecSeed {
+	var out []codecSeed
+	for _, in := range []struct {
+		unit int
+		src  []byte
+	}{
+		{4096, testUnit(1, 4096)}, {4096, make([]byte, 4096)}, {4096, randomBytes(2, 4096)},
+		{65536, testUnit(3, 65536)},
+	} {
+		c, err := NewCompressor(alg, DefaultLevel(alg), in.unit)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		enc, err := c.Compress(nil, in.src)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, codecSeed{enc, uint32(len(in.src))})
+	}
+	return out
+}
+
+var rewriteCodecSeeds = flag.Bool("rewrite-codec-seeds", false, "rewrite testdata/fuzz/FuzzDecompress*")
+
+// TestCodecSeedsUpToDate keeps testdata/fuzz/FuzzDecompress*/seed-* equal
+// to codecSeeds (rewrite with go test ./cow -run CodecSeeds -rewrite-codec-seeds).
+func TestCodecSeedsUpToDate(t *testing.T) {
+	for _, alg := range allCompressions[1:] {
+		dir := filepath.Join("testdata", "fuzz", "FuzzDecompress"+strings.ToUpper(alg.String()[:1])+alg.String()[1:])
+		for i, s := range codecSeeds(t, alg) {
+			e := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nuint32(%d)\n", s.enc, s.size)
+			p := filepath.Join(dir, fmt.Sprintf("seed-%d", i))
+			if *rewriteCodecSeeds {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(e), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := os.ReadFile(p)
+			if err != nil || string(got) != e {
+				t.Errorf("%s missing or stale (-rewrite-codec-seeds): %v", p, err)
+			}
+		}
+	}
+}
+
 // fuzzDecompress is shared by the per-codec fuzz targets: any input may be
 // rejected, none may panic, hang, overrun dst or claim more than len(dst).
 func fuzzDecompress(f *testing.F, alg Compression) {
-	for _, unit := range []int{4096, 65536} {
-		c, err := NewCompressor(alg, DefaultLevel(alg), unit)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, src := range [][]byte{testUnit(1, unit), make([]byte, unit), randomBytes(2, 4096)} {
-			enc, err := c.Compress(nil, src)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(enc, uint32(len(src)))
-		}
+	for _, s := range codecSeeds(f, alg) {
+		f.Add(s.enc, s.size)
 	}
 	f.Add([]byte{}, uint32(4096))
 	f.Fuzz(func(t *testing.T, src []byte, size uint32) {

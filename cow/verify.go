@@ -27,9 +27,9 @@ func (e *MergeOrderError) Error() string {
 
 func (e *MergeOrderError) Unwrap() error { return ErrMergeOrder }
 
-// sourceOffset is GetSourceOffset (§4.2): Copy → source*block_size,
+// SourceOffset is GetSourceOffset (§4.2): Copy → source*block_size,
 // Xor → source (bytes). Other ops read nothing from the source device.
-func (r *Reader) sourceOffset(op *Op) (uint64, bool) {
+func (r *Reader) SourceOffset(op *Op) (uint64, bool) {
 	switch op.Type {
 	case OpCopy:
 		return op.Source * uint64(r.hdr.BlockSize), true
@@ -82,7 +82,7 @@ func (r *Reader) VerifyMergeOps() error {
 			bad(step, idx, "ordered %s op (new_block %d) after non-ordered op at step %d: ordered and non-ordered ops are mixed",
 				op.Type, op.NewBlock, nonOrderedSeen)
 		}
-		off, ok := r.sourceOffset(op)
+		off, ok := r.SourceOffset(op)
 		if !ok {
 			continue
 		}

@@ -140,6 +140,15 @@ func OpenWriterV2(f File, opts WriterOptions, label uint64) (*WriterV2, error) {
 		return nil, fmt.Errorf("cow: internal error: replayed positions (%#x, %#x) differ from the reader's (%#x, %#x)",
 			w.nextOpPos, w.nextDataPos, r.EndOffset(), r.DataCursor())
 	}
+	// The parse stopped at the label, before the Cluster op that may have
+	// closed its cluster (always so with cluster_ops 2). Close the cluster
+	// again if it has no room for another op, exactly as the original
+	// write did; otherwise the next op would take the Cluster op's slot.
+	if w.clusterSize != 0 && w.clusterSize < w.curCluster+2*OpV2Size {
+		if err := w.emitCluster(); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/vabc-go/vabc/cow"
@@ -24,6 +25,7 @@ type inspectFlags struct {
 	extractTo    string
 	silent       bool
 	legacy       bool
+	layout       bool
 }
 
 // parseInterleaved parses flags that may appear before or after positional
@@ -64,6 +66,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&f.decompress, "decompress", false, "read and decompress every data op; fail on corrupt data")
 	fs.StringVar(&f.extractTo, "extract-to", "", "write Replace/Zero data to `FILE` at new_block*block_size (fails on Copy/Xor)")
 	fs.BoolVar(&f.silent, "silent", false, "no text output (errors are still reported)")
+	fs.BoolVar(&f.layout, "layout", false, "print the map of the image's regions (header, scratch, clusters or v3 regions, footer)")
 	fs.BoolVar(&f.legacy, "legacy", false, "sort non-ordered ops descending like the legacy dm-snapshot daemon (AOSP inspect_cow's default reader flag)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: cowctl inspect [flags] COW\n\nParses a COW image (v1, v2 or v3) and prints its header, footer, ops and op counts.\n\nflags:")
@@ -137,6 +140,7 @@ type jsonReport struct {
 	MergeOrderOK         *bool             `json:"merge_order_ok,omitempty"`
 	MergeOrderErrors     []string          `json:"merge_order_errors,omitempty"`
 	DecompressErrors     []string          `json:"decompress_errors,omitempty"`
+	Layout               string            `json:"layout,omitempty"`
 }
 
 func headerJSON(h cow.Header) jsonHeader {
@@ -238,6 +242,17 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 	}
 	if l, ok := r.LastLabel(); ok {
 		rep.LastLabel = &l
+	}
+
+	if f.layout {
+		var b strings.Builder
+		if err := r.Describe(&b); err != nil {
+			return err
+		}
+		rep.Layout = b.String()
+		if text {
+			fmt.Fprintf(stdout, "\nLayout:\n%s", rep.Layout)
+		}
 	}
 
 	if f.verifyMerge {

@@ -176,6 +176,10 @@ func TestInspectText(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	out, _, _ = runCmd(t, "inspect", "--layout", p)
+	if !strings.Contains(out, "Layout:\nheader") || !strings.Contains(out, "footer ") {
+		t.Errorf("layout missing:\n%s", out)
+	}
 	// --silent prints nothing.
 	out, _, code = runCmd(t, "inspect", "--silent", "--show-ops", p)
 	if code != 0 || out != "" {
