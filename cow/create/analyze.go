@@ -67,6 +67,13 @@ func (im Image) readPadded(p []byte, off int64) error {
 	return nil
 }
 
+// Block sizes this package handles: the v2 format stores data_length in 16
+// bits, and snapuserd only accepts 4096.
+const (
+	minBlockSize = 512
+	maxBlockSize = 1 << 16
+)
+
 // chunkBlocks is how many blocks a worker handles per task (1 MiB of 4 KiB
 // blocks).
 const chunkBlocks = 256
@@ -89,8 +96,8 @@ const (
 func Analyze(ctx context.Context, src, tgt Image, opts Options) (*Plan, error) {
 	opts.ensureDefaults()
 	bs := opts.BlockSize
-	if bs <= 0 || bs&(bs-1) != 0 {
-		return nil, fmt.Errorf("create: block size %d is not a power of two", bs)
+	if bs < minBlockSize || bs > maxBlockSize || bs&(bs-1) != 0 {
+		return nil, fmt.Errorf("create: block size %d is not a power of two from %d to %d", bs, minBlockSize, maxBlockSize)
 	}
 	if src.Size < 0 || tgt.Size < 0 {
 		return nil, fmt.Errorf("create: negative image size")
@@ -197,14 +204,18 @@ func Analyze(ctx context.Context, src, tgt Image, opts Options) (*Plan, error) {
 		cbuf := make([]byte, lz4.CompressBlockBound(bs))
 		xbuf := make([]byte, bs)
 		cand := sbuf[:bs]
-		tb := tbuf[:bs]
+		loaded := false
 		for b := start; b < end; b++ {
 			if p.Blocks[b].Kind != KindReplace {
 				continue
 			}
-			if err := tgt.readPadded(tb, int64(b)*int64(bs)); err != nil {
-				return err
+			if !loaded { // one read for the chunk, only if a block needs it
+				if err := tgt.readPadded(tbuf[:(end-start)*uint64(bs)], int64(start)*int64(bs)); err != nil {
+					return err
+				}
+				loaded = true
 			}
+			tb := tbuf[(b-start)*uint64(bs) : (b-start+1)*uint64(bs)]
 			best, found := uint64(0), false
 			if s, ok := head[thash[b]]; ok {
 				for tries := 0; s != none && tries < maxCandidates; tries, s = tries+1, next[s] {

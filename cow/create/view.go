@@ -38,8 +38,8 @@ type viewSlot struct {
 func NewView(r *cow.Reader, base Image) (*View, error) {
 	h := r.Header()
 	bs := int(h.BlockSize)
-	if bs <= 0 || bs&(bs-1) != 0 {
-		return nil, fmt.Errorf("create: COW block size %d is not a power of two", bs)
+	if bs < minBlockSize || bs > maxBlockSize || bs&(bs-1) != 0 {
+		return nil, fmt.Errorf("create: COW block size %d is not a power of two from %d to %d", bs, minBlockSize, maxBlockSize)
 	}
 	v := &View{r: r, base: base, bs: bs, slot: map[uint64]viewSlot{}}
 	ops := r.Ops()
