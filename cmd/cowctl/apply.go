@@ -60,7 +60,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	fs.StringVar(&cowPath, "cow", "", "COW file (required)")
 	fs.StringVar(&out, "o", "", "write the merged image here (the source and the COW stay untouched)")
 	fs.BoolVar(&inPlace, "in-place", false, "merge into the source image and record progress in the COW (resumable)")
-	fs.Int64Var(&size, "size", 0, "final image size in bytes (default: the source size, grown to cover every op)")
+	fs.Int64Var(&size, "size", -1, "final image size in bytes (-1: the source size, grown to cover every op)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
 	fs.IntVar(&window, "window-blocks", 0, "merge window size in ops (default: the scratch capacity, 510, as AOSP; smaller values are for tests and give num_merge_ops values AOSP never writes)")
 	if done, err := parseFlags(fs, args); done || err != nil {
@@ -71,7 +71,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return usagef("--source and --cow are required")
 	case inPlace == (out != ""):
 		return usagef("give exactly one of -o NEW.img and --in-place")
-	case size < 0:
+	case size < -1:
 		return usagef("--size %d is negative", size)
 	case window < 0:
 		return usagef("--window-blocks %d is negative", window)
@@ -134,7 +134,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if err != nil {
 		return err
 	}
-	if size == 0 {
+	if size < 0 {
 		size = max(baseSize, int64(needBlocks)*bs)
 	}
 	// Grow to whole blocks covering every op (idempotent on a re-run).
