@@ -21,6 +21,8 @@ var crashVariants = []struct {
 	{"v3", genConfig{seed: 102, blocks: 1400, version: 3, scratch: true}, Options{WindowBlocks: 150, MergeSize: 16}},
 	{"v3-aosp-window", genConfig{seed: 103, blocks: 1400, version: 3, scratch: true}, Options{}},
 	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{}},
+	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150}},
+	{"v2-real-gz-aosp-window", genConfig{seed: 106, blocks: 1400, version: 2, scratch: true, real: true, comp: cow.CompressionGz}, Options{}},
 }
 
 // TestFaultInjection fails the n-th file call for n = 0, 1, 2, … until a run
@@ -37,16 +39,16 @@ func TestFaultInjection(t *testing.T) {
 			case !v.gen.scratch:
 				v.gen.blocks = 300 // windows end at every overlap: many calls
 			case v.opts.WindowBlocks == 0:
-				t.Skip("same as v3 with small windows; covered by TestPowerLoss")
+				t.Skip("same as the variant with small windows; covered by TestPowerLoss")
 			}
 			img := generate(t, v.gen)
-			t.Logf("%d ops, %d ordered", len(img.src.order), img.nOrd)
+			t.Logf("%d ops, %d ordered", len(img.order), img.nOrd)
 			for n := int64(0); ; n++ {
 				cf, bf := img.files()
 				c := &faultfs.Counter{Inner: faultfs.OnIndex(n)}
 				g := &faultfs.Group{Inj: c}
 				opts := v.opts
-				e, err := New(g.Wrap(cf), g.Wrap(bf), img.src, &opts)
+				e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, &opts)
 				if err == nil {
 					err = e.Run(context.Background())
 					if err != nil && e.Progress().Status != StatusMergeFailed {
@@ -67,10 +69,10 @@ func TestFaultInjection(t *testing.T) {
 					t.Fatalf("n=%d: error %v is not the injected one", n, err)
 				}
 				// The process died here; page cache content survives.
-				if _, err := Check(cf, int64(len(img.cowImg)), "test.cow", img.src); err != nil {
+				if _, err := Check(cf, int64(len(img.cowImg)), "test.cow", img.source); err != nil {
 					t.Fatalf("n=%d: Check: %v", n, err)
 				}
-				if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.src); !bytes.Equal(got, img.target) {
+				if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.source); !bytes.Equal(got, img.target) {
 					t.Fatalf("n=%d: AOSP recovery from this state: %s", n, diffBlocks(got, img.target))
 				}
 				if _, err := runMerge(t, img, cf, bf, &opts); err != nil {
@@ -88,12 +90,17 @@ func TestFaultInjection(t *testing.T) {
 // data plus a random half of the unsynced writes, up to three times per
 // seed, and requires the merge to finish to the exact target.
 func TestPowerLoss(t *testing.T) {
-	seeds := 60
-	if testing.Short() {
-		seeds = 15
-	}
 	for _, v := range crashVariants {
 		t.Run(v.name, func(t *testing.T) {
+			// 50 seeds on the real COWs and without scratch, fewer on the
+			// in-memory fakes (same engine paths).
+			seeds := 50
+			if !v.gen.real && v.gen.scratch {
+				seeds = 20
+			}
+			if testing.Short() {
+				seeds = 10
+			}
 			img := generate(t, v.gen)
 			// Count the calls of a clean run to pick crash points.
 			cf, bf := img.files()
@@ -114,7 +121,7 @@ func TestPowerLoss(t *testing.T) {
 						inj = faultfs.FromIndex(rng.Int64N(total))
 					}
 					g := &faultfs.Group{Inj: inj}
-					e, err := New(g.Wrap(cf), g.Wrap(bf), img.src, &opts)
+					e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, &opts)
 					if err == nil {
 						err = e.Run(context.Background())
 					}
@@ -128,7 +135,7 @@ func TestPowerLoss(t *testing.T) {
 					cfg := faultfs.CrashCloneConfig{UnsyncedDataPercent: 50, RNG: rng}
 					cf, bf = cf.CrashClone(cfg), bf.CrashClone(cfg)
 					checkMem(t, img, cf)
-					if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.src); !bytes.Equal(got, img.target) {
+					if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.source); !bytes.Equal(got, img.target) {
 						t.Fatalf("seed %d round %d: AOSP recovery after power loss: %s", seed, round, diffBlocks(got, img.target))
 					}
 				}
@@ -183,7 +190,7 @@ func TestInteropCheckpoints(t *testing.T) {
 							}
 							break
 						}
-						op := img.src.order[int(nmo)+k]
+						op := img.order[int(nmo)+k]
 						if en.NewBlock != op.NewBlock || en.FileOffset != uint64(dataOff+k*bs) {
 							t.Fatalf("entry %d = %+v, want {%d %#x}", k, en, op.NewBlock, dataOff+k*bs)
 						}
@@ -203,7 +210,7 @@ func TestInteropCheckpoints(t *testing.T) {
 					}
 					b := bf.Bytes()
 					for i := 0; i < int(nmo); i++ {
-						op := img.src.order[i]
+						op := img.order[i]
 						lo, hi := op.NewBlock*bs, (op.NewBlock+op.Blocks())*bs
 						if !bytes.Equal(b[lo:hi], img.target[lo:hi]) {
 							t.Fatalf("%v: merged op %d not in base", c.Kind, i)
@@ -219,7 +226,7 @@ func TestInteropCheckpoints(t *testing.T) {
 					t.Fatalf("num_merge_ops %d not at an AOSP window boundary", nmo)
 				}
 				crash := func(m *faultfs.MemFile) []byte { return m.CrashClone(faultfs.CrashCloneConfig{}).Bytes() }
-				if got := referenceResume(t, crash(cf), crash(bf), img.src); !bytes.Equal(got, img.target) {
+				if got := referenceResume(t, crash(cf), crash(bf), img.source); !bytes.Equal(got, img.target) {
 					t.Fatalf("%v at %d: AOSP recovery: %s", c.Kind, nmo, diffBlocks(got, img.target))
 				}
 			}
@@ -249,7 +256,7 @@ func TestReplayForeignWindowSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	cf, bf = faultfs.NewMemFile("c", cowAt), faultfs.NewMemFile("b", baseAt)
-	e, err := New(cf, bf, img.src, &Options{WindowBlocks: 37})
+	e, err := New(cf, bf, img.source, &Options{WindowBlocks: 37})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,8 +40,10 @@ type image struct {
 	scratch bool
 	base    []byte // old image (the merge's starting point)
 	target  []byte // what base must become
-	src     *fakeSource
-	cowImg  []byte // header + scratch region + a little tail
+	src     *fakeSource // the generated ops and payloads
+	source  Source      // what the engine merges: src, or a cow.Reader over cowImg
+	order   []cow.Op    // source.MergeOrder()
+	cowImg  []byte      // header + scratch region + (tail | real ops and data)
 	nOrd    int
 }
 
@@ -50,6 +52,10 @@ type genConfig struct {
 	blocks  int
 	version int  // 2 or 3 (3 allows multi-block Replace)
 	scratch bool // buffer_size 2 MiB, else 0
+	// real builds the COW with cow.NewWriterV2/V3 (compression comp) and
+	// merges through cow.NewReader instead of the in-memory fake.
+	real bool
+	comp cow.Compression
 }
 
 func fillRandom(rng *rand.Rand, p []byte) {
@@ -234,8 +240,88 @@ func generate(t testing.TB, c genConfig) *image {
 	src.order = order
 	img.src = src
 	img.target = work
-	img.cowImg = makeCOW(t, c.version, c.scratch)
+	if c.real {
+		img.cowImg = buildCOW(t, img, c)
+		r, err := cow.NewReader(bytes.NewReader(img.cowImg), int64(len(img.cowImg)), nil)
+		if err != nil {
+			t.Fatalf("parsing the written COW: %v", err)
+		}
+		if err := r.VerifyMergeOps(); err != nil {
+			t.Fatalf("written COW: %v", err)
+		}
+		img.source = r
+		multi := 0
+		for _, op := range r.MergeOrder() {
+			if op.FactorShift > 0 {
+				multi++
+			}
+		}
+		if c.version >= 3 && multi == 0 {
+			t.Fatal("the v3 writer produced no multi-block Replace ops")
+		}
+	} else {
+		img.cowImg = makeCOW(t, c.version, c.scratch)
+		img.source = src
+	}
+	img.order = img.source.MergeOrder()
 	return img
+}
+
+// buildCOW writes the generated ops with the cow package's writers: sequence
+// data for the ordered ops, then the ops themselves, Replace runs as single
+// AddRawBlocks calls (multi-block units in v3 with a 64 KiB factor).
+func buildCOW(t testing.TB, img *image, c genConfig) []byte {
+	t.Helper()
+	nb := uint64(len(img.base) / bs)
+	f := faultfs.NewMemFile("real.cow", nil)
+	opts := cow.WriterOptions{Compression: c.comp, NoScratch: !c.scratch, MaxBlocks: nb}
+	var w cow.Writer
+	var err error
+	if c.version >= 3 {
+		opts.CompressionFactor = 64 << 10
+		w, err = cow.NewWriterV3(f, opts)
+	} else {
+		w, err = cow.NewWriterV2(f, opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq []uint32
+	for _, op := range img.src.order[:img.nOrd] {
+		seq = append(seq, uint32(op.NewBlock))
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(w.AddSequenceData(seq))
+	ops := img.src.order
+	for i := 0; i < len(ops); i++ {
+		op := ops[i]
+		switch op.Type {
+		case cow.OpCopy:
+			must(w.AddCopy(op.NewBlock, op.Source, 1))
+		case cow.OpXor:
+			must(w.AddXorBlocks(op.NewBlock, img.src.payload[op.NewBlock], op.Source/bs, uint16(op.Source%bs)))
+		case cow.OpReplace:
+			// Contiguous Replace ops go in as one call, so that the v3
+			// writer emits multi-block units.
+			data := append([]byte(nil), img.src.payload[op.NewBlock]...)
+			next := op.NewBlock + op.Blocks()
+			for i+1 < len(ops) && ops[i+1].Type == cow.OpReplace && ops[i+1].NewBlock == next {
+				i++
+				data = append(data, img.src.payload[ops[i].NewBlock]...)
+				next += ops[i].Blocks()
+			}
+			must(w.AddRawBlocks(op.NewBlock, data))
+		case cow.OpZero:
+			must(w.AddZeroBlocks(op.NewBlock, op.Blocks()))
+		}
+	}
+	must(w.Finalize())
+	return f.Bytes()
 }
 
 // makeCOW builds the merge-relevant part of a COW file: header, zeroed
@@ -292,8 +378,16 @@ func diffBlocks(got, want []byte) string {
 // durable COW and base images, it finishes the merge op by op (sources are
 // intact for every op not yet merged) and returns the final image. A state it
 // cannot interpret is a test failure.
-func referenceResume(t testing.TB, cowImg, baseImg []byte, src *fakeSource) []byte {
+func referenceResume(t testing.TB, cowImg, baseImg []byte, src Source) []byte {
 	t.Helper()
+	order := src.MergeOrder()
+	payload := func(op *cow.Op) []byte {
+		p := make([]byte, op.Blocks()*bs)
+		if n, err := src.ReadData(op, p, 0); err != nil || n != len(p) {
+			t.Fatalf("reference recovery: payload of %s: %d bytes, %v", op, n, err)
+		}
+		return p
+	}
 	hs := int(binary.LittleEndian.Uint16(cowImg[12:]))
 	nmo := binary.LittleEndian.Uint64(cowImg[cow.OffsetNumMergeOps:])
 	bufSize := binary.LittleEndian.Uint32(cowImg[cow.OffsetBufferSize:])
@@ -310,7 +404,7 @@ func referenceResume(t testing.TB, cowImg, baseImg []byte, src *fakeSource) []by
 				if nbk == 0 && fo == 0 {
 					break
 				}
-				if want := src.order[i+n].NewBlock; nbk != want {
+				if want := order[i+n].NewBlock; nbk != want {
 					t.Fatalf("reference recovery: scratch entry %d new_block %d, want %d", n, nbk, want)
 				}
 				copy(img[nbk*bs:(nbk+1)*bs], cowImg[fo:fo+bs])
@@ -324,22 +418,22 @@ func referenceResume(t testing.TB, cowImg, baseImg []byte, src *fakeSource) []by
 			t.Fatalf("reference recovery: read_ahead_state %d", st)
 		}
 	}
-	for ; i < len(src.order); i++ {
-		op := &src.order[i]
+	for ; i < len(order); i++ {
+		op := &order[i]
 		d := img[op.NewBlock*bs : (op.NewBlock+op.Blocks())*bs]
 		switch op.Type {
 		case cow.OpCopy:
 			copy(d, img[op.Source*bs:(op.Source+1)*bs])
 		case cow.OpXor:
 			s := img[op.Source : op.Source+bs]
-			p := src.payload[op.NewBlock]
+			p := payload(op)
 			for j := range d {
 				d[j] = s[j] ^ p[j]
 			}
 		case cow.OpZero:
 			clear(d)
 		case cow.OpReplace:
-			copy(d, src.payload[op.NewBlock])
+			copy(d, payload(op))
 		}
 	}
 	return img
@@ -381,7 +475,7 @@ func TestGenerator(t *testing.T) {
 		if nx == 0 || nc == 0 || nr == 0 || overlapInWindow < 100 || (v == 3 && nm == 0) || img.nOrd < 1100 {
 			t.Fatalf("generator does not cover the op mix")
 		}
-		if got := referenceResume(t, img.cowImg, img.base, img.src); !bytes.Equal(got, img.target) {
+		if got := referenceResume(t, img.cowImg, img.base, img.source); !bytes.Equal(got, img.target) {
 			t.Fatalf("reference merge from scratch: %s", diffBlocks(got, img.target))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
 )
 
@@ -25,7 +26,8 @@ var killIterations = flag.Int("merge.kill-iterations", 50, "seeded SIGKILL itera
 const killChildEnv = "VABC_MERGE_KILL_CHILD"
 
 func killConfig(seed int) (genConfig, Options) {
-	c := genConfig{seed: uint64(1000 + seed), blocks: 900, version: 2 + seed%2, scratch: seed%5 != 4}
+	c := genConfig{seed: uint64(1000 + seed), blocks: 900, version: 2 + seed%2, scratch: seed%5 != 4,
+		real: seed%4 < 2, comp: []cow.Compression{cow.CompressionLz4, cow.CompressionNone, cow.CompressionZstd}[seed%3]}
 	var o Options
 	if seed%3 == 1 {
 		o.WindowBlocks = 128
@@ -53,7 +55,16 @@ func TestKillChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(cf, bf, img.src, &opts)
+	src := img.source
+	if c.real { // parse the COW file itself, as the daemon does
+		r, err := cow.Open(filepath.Join(dir, "cow.img"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		src = r
+	}
+	e, err := New(cf, bf, src, &opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,10 +72,13 @@ func TestKillChild(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "reader:", err)
 		os.Exit(3)
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 		p := make([]byte, bs)
-		for {
+		for ctx.Err() == nil {
 			b := uint64(rng.IntN(c.blocks))
 			if err := e.ReadBlock(b, p); err != nil {
 				stale(err)
@@ -74,6 +88,7 @@ func TestKillChild(t *testing.T) {
 			}
 		}
 	}()
+	defer func() { stop(); <-readerDone }()
 	fmt.Println("merge-ready")
 	if err := e.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -181,11 +196,11 @@ func TestSIGKILL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, err := Check(bytes.NewReader(cowNow), int64(len(cowNow)), cowPath, img.src)
+			st, err := Check(bytes.NewReader(cowNow), int64(len(cowNow)), cowPath, img.source)
 			if err != nil {
 				t.Fatalf("seed %d round %d: %v", seed, round, err)
 			}
-			if got := referenceResume(t, cowNow, baseNow, img.src); !bytes.Equal(got, img.target) {
+			if got := referenceResume(t, cowNow, baseNow, img.source); !bytes.Equal(got, img.target) {
 				t.Fatalf("seed %d round %d: AOSP recovery: %s", seed, round, diffBlocks(got, img.target))
 			}
 			if killed && (st.NumMergeOps > 0 || st.ReadAheadState == 2) && !st.Complete {

@@ -18,7 +18,7 @@ import (
 
 func runMerge(t testing.TB, img *image, cf, bf faultfs.File, opts *Options) (*Engine, error) {
 	t.Helper()
-	e, err := New(cf, bf, img.src, opts)
+	e, err := New(cf, bf, img.source, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -28,7 +28,7 @@ func runMerge(t testing.TB, img *image, cf, bf faultfs.File, opts *Options) (*En
 func checkMem(t testing.TB, img *image, cf *faultfs.MemFile) *State {
 	t.Helper()
 	b := cf.Bytes()
-	st, err := Check(bytes.NewReader(b), int64(len(b)), "test.cow", img.src)
+	st, err := Check(bytes.NewReader(b), int64(len(b)), "test.cow", img.source)
 	if err != nil {
 		t.Fatalf("Check: %v", err)
 	}
@@ -48,6 +48,10 @@ func TestMerge(t *testing.T) {
 		{"v3-merge-size-4", genConfig{seed: 5, blocks: 3000, version: 3, scratch: true}, Options{MergeSize: 4}},
 		{"v2-window-37", genConfig{seed: 6, blocks: 3000, version: 2, scratch: true}, Options{WindowBlocks: 37}},
 		{"v3-nice", genConfig{seed: 7, blocks: 1000, version: 3, scratch: true}, Options{Nice: BackgroundNice}},
+		{"v2-real-gz", genConfig{seed: 8, blocks: 3000, version: 2, scratch: true, real: true, comp: cow.CompressionGz}, Options{}},
+		{"v2-real-none", genConfig{seed: 9, blocks: 3000, version: 2, scratch: true, real: true}, Options{}},
+		{"v3-real-lz4-64k", genConfig{seed: 10, blocks: 3000, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{}},
+		{"v3-real-zstd-no-scratch", genConfig{seed: 11, blocks: 3000, version: 3, real: true, comp: cow.CompressionZstd}, Options{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,7 +60,7 @@ func TestMerge(t *testing.T) {
 			var commits []Checkpoint
 			opts := tc.opts
 			opts.OnCheckpoint = func(c Checkpoint) { commits = append(commits, c) }
-			e, err := New(cf, bf, img.src, &opts)
+			e, err := New(cf, bf, img.source, &opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,7 +74,7 @@ func TestMerge(t *testing.T) {
 				t.Fatalf("base != target: %s", d)
 			}
 			p := e.Progress()
-			if p.Status != StatusMergeComplete || p.Percent != 100 || p.NumMergeOps != uint64(len(img.src.order)) {
+			if p.Status != StatusMergeComplete || p.Percent != 100 || p.NumMergeOps != uint64(len(img.order)) {
 				t.Fatalf("progress after merge = %+v", p)
 			}
 			st := checkMem(t, img, cf)
@@ -94,7 +98,7 @@ func TestMerge(t *testing.T) {
 					}
 				case ReplaceCommitted:
 					replaces++
-					if c.NumMergeOps != uint64(len(img.src.order)) && c.Ops < ReplaceCommitOps {
+					if c.NumMergeOps != uint64(len(img.order)) && c.Ops < ReplaceCommitOps {
 						t.Fatalf("replace commit of only %d ops before the end: %+v", c.Ops, c)
 					}
 				}
@@ -104,7 +108,7 @@ func TestMerge(t *testing.T) {
 				t.Fatal("no windows or replace commits")
 			}
 			// A new engine on the merged COW is complete at once.
-			e2, err := New(cf, bf, img.src, nil)
+			e2, err := New(cf, bf, img.source, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +154,7 @@ func TestReadBlockDuringMerge(t *testing.T) {
 				}
 			}}
 			var err error
-			e, err = New(cf, bf, img.src, opts)
+			e, err = New(cf, bf, img.source, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,7 +217,7 @@ func TestCancelAndResume(t *testing.T) {
 			cancel()
 		}
 	}}
-	e, err := New(cf, bf, img.src, opts)
+	e, err := New(cf, bf, img.source, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,11 +244,11 @@ func TestLimiter(t *testing.T) {
 	img := generate(t, genConfig{seed: 31, blocks: 800, version: 2, scratch: true})
 	cf1, bf1 := img.files()
 	cf2, bf2 := img.files()
-	e1, err := New(cf1, bf1, img.src, &Options{Limiter: l})
+	e1, err := New(cf1, bf1, img.source, &Options{Limiter: l})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2, err := New(cf2, bf2, img.src, &Options{Limiter: l})
+	e2, err := New(cf2, bf2, img.source, &Options{Limiter: l})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,10 +316,10 @@ func TestCorruptState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := append([]byte(nil), state2...)
 			tc.mod(p)
-			if _, err := Check(bytes.NewReader(p), int64(len(p)), "x.cow", img.src); !errors.Is(err, ErrCorrupt) && !errors.Is(err, cow.ErrCorrupt) {
+			if _, err := Check(bytes.NewReader(p), int64(len(p)), "x.cow", img.source); !errors.Is(err, ErrCorrupt) && !errors.Is(err, cow.ErrCorrupt) {
 				t.Fatalf("Check = %v, want ErrCorrupt", err)
 			}
-			_, err := New(faultfs.NewMemFile("x.cow", p), faultfs.NewMemFile("b", img.base), img.src, nil)
+			_, err := New(faultfs.NewMemFile("x.cow", p), faultfs.NewMemFile("b", img.base), img.source, nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("New = %v, want ErrCorrupt", err)
 			}
@@ -323,7 +327,7 @@ func TestCorruptState(t *testing.T) {
 		})
 	}
 	// The unmodified state-2 image is valid and resumes correctly.
-	st, err := Check(bytes.NewReader(state2), int64(len(state2)), "x.cow", img.src)
+	st, err := Check(bytes.NewReader(state2), int64(len(state2)), "x.cow", img.source)
 	if err != nil || st.ReadAheadState != 2 || len(st.Entries) != 510 {
 		t.Fatalf("Check(state 2) = %+v, %v", st, err)
 	}
