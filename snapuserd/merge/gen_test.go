@@ -38,8 +38,8 @@ func (s *fakeSource) ReadData(op *cow.Op, buf []byte, ignore int) (int, error) {
 type image struct {
 	version int
 	scratch bool
-	base    []byte // old image (the merge's starting point)
-	target  []byte // what base must become
+	base    []byte      // old image (the merge's starting point)
+	target  []byte      // what base must become
 	src     *fakeSource // the generated ops and payloads
 	source  Source      // what the engine merges: src, or a cow.Reader over cowImg
 	order   []cow.Op    // source.MergeOrder()
