@@ -47,9 +47,11 @@ func TestCreateApplyVerifyMatrix(t *testing.T) {
 		src := writeFile(t, filepath.Join(dir, "src.img"), pair.Source)
 		tgt := writeFile(t, filepath.Join(dir, "tgt.img"), pair.Target)
 		for _, ver := range []string{"2", "3"} {
-			for _, codec := range []string{"none", "lz4", "zstd", "gz", "brotli"} {
+			// brotli at quality 6: its default 11 runs at about 1 MB/s and
+			// would dominate the test time; the codec and format are the same.
+			for _, codec := range []string{"none", "lz4", "zstd", "gz", "brotli,6"} {
 				t.Run(fmt.Sprintf("%s/v%s/%s", pair.Name, ver, codec), func(t *testing.T) {
-					cowPath := filepath.Join(dir, fmt.Sprintf("v%s-%s.cow", ver, codec))
+					cowPath := filepath.Join(dir, fmt.Sprintf("v%s-%s.cow", ver, codec[:2]))
 					out, _, err := runTool(t, runCreate, "--source", src, "--target", tgt, "-o", cowPath,
 						"--cow-version", ver, "--compression", codec, "--xor", "--threads", "2", "--json")
 					if err != nil {
