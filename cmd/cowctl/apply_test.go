@@ -104,8 +104,9 @@ func TestApplyInPlaceSIGKILL(t *testing.T) {
 		{"v2-zstd-shifted-xor", shifted, []string{"--cow-version", "2", "--compression", "zstd", "--xor"}},
 		{"v3-gz-shifted-xor", shifted, []string{"--cow-version", "3", "--compression", "gz", "--xor"}},
 		{"v2-none-shuffled-noscratch", shuffled, []string{"--cow-version", "2", "--compression", "none", "--no-scratch"}},
+		{"v3-zstd-compressible-noscratch", pairs[1], []string{"--cow-version", "3", "--compression", "zstd", "--no-scratch"}},
 	}
-	const seeds = 24
+	const seeds = 25
 	base := t.TempDir()
 	type prepared struct {
 		src, tgt, cow string

@@ -189,6 +189,10 @@ func (c *cowFlags) options() (create.Options, create.CowOptions, error) {
 		co.Writer.CompressionFactor = 64 << 10
 	}
 	co.Writer.NoScratch = c.noScratch
+	if c.xor && c.noScratch {
+		return create.Options{}, co, usagef("--xor needs the scratch region: an Xor op reads its own destination block, " +
+			"so without scratch an interrupted merge would replay it over already merged data")
+	}
 	if c.threads < 1 {
 		return create.Options{}, co, usagef("--threads %d: want at least 1", c.threads)
 	}

@@ -190,6 +190,7 @@ func TestToolUsageErrors(t *testing.T) {
 		{"create bad factor", runCreate, []string{"--source", img, "--target", img, "-o", dir + "/x", "--compression-factor", "48K"}},
 		{"create v2 factor", runCreate, []string{"--source", img, "--target", img, "-o", dir + "/x", "--cow-version", "2", "--compression-factor", "64K"}},
 		{"create unknown flag", runCreate, []string{"--bogus"}},
+		{"create xor without scratch", runCreate, []string{"--source", img, "--target", img, "-o", dir + "/x", "--xor", "--no-scratch"}},
 		{"create extra arg", runCreate, []string{"--source", img, "--target", img, "-o", dir + "/x", "extra"}},
 		{"apply both outputs", runApply, []string{"--source", img, "--cow", img, "--in-place", "-o", dir + "/y"}},
 		{"apply no output", runApply, []string{"--source", img, "--cow", img}},

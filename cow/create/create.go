@@ -67,8 +67,17 @@ func opCountMax(p *Plan, factor uint32) uint64 {
 	return n
 }
 
+// ErrXorNeedsScratch: Xor ops at the same offset read their own
+// destination block, so an interrupted merge can only be replayed from the
+// scratch region's copy (cow-format.md §5); a COW without scratch must not
+// carry them.
+var ErrXorNeedsScratch = errors.New("create: Xor ops need the scratch region (an interrupted merge without it would re-apply an Xor over merged data)")
+
 func newWriter(f cow.File, p *Plan, opts CowOptions) (cow.Writer, error) {
 	wo := opts.Writer
+	if wo.NoScratch && p.Stats.Xor > 0 {
+		return nil, ErrXorNeedsScratch
+	}
 	wo.BlockSize = uint32(p.BlockSize)
 	wo.MaxBlocks = p.TargetBlocks()
 	switch opts.Version {
