@@ -132,6 +132,13 @@ func TestApplyInPlaceSIGKILL(t *testing.T) {
 		t.Logf("%s: %d writes per uninterrupted apply", c.name, p.writes)
 		prep[i] = p
 	}
+	var scratchKills atomic.Int64 // kills that left a window to replay from scratch
+	defer func() {
+		t.Logf("%d kills left a persisted window to replay from the scratch region", scratchKills.Load())
+		if scratchKills.Load() == 0 {
+			t.Errorf("no kill hit a persisted, uncommitted window: the scratch replay path was not exercised")
+		}
+	}()
 	for seed := 0; seed < seeds; seed++ {
 		ci := seed % len(configs)
 		c, p := configs[ci], prep[ci]
@@ -155,7 +162,14 @@ func TestApplyInPlaceSIGKILL(t *testing.T) {
 				if errors.As(err, &ee) {
 					if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 						kills++
-						checkMergeState(t, cowPath)
+						if checkMergeState(t, cowPath).ReadAheadState == cow.ReadAheadDone {
+							scratchKills.Add(1)
+						}
+						// The snapshot view of the half-merged image is
+						// still the target.
+						if out, _, err := runTool(t, runVerify, "--source", img, "--cow", cowPath, "--target", p.tgt); err != nil {
+							t.Fatalf("verify after kill %d (at write %d): %v %s", kills, killAt, err, out)
+						}
 						continue
 					}
 				}
@@ -187,7 +201,7 @@ func TestApplyInPlaceSIGKILL(t *testing.T) {
 	}
 }
 
-func checkMergeState(t *testing.T, cowPath string) {
+func checkMergeState(t *testing.T, cowPath string) *merge.State {
 	t.Helper()
 	r, err := cow.Open(cowPath, nil)
 	if err != nil {
@@ -199,9 +213,11 @@ func checkMergeState(t *testing.T, cowPath string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := merge.Check(f, r.Size(), cowPath, r); err != nil {
+	st, err := merge.Check(f, r.Size(), cowPath, r)
+	if err != nil {
 		t.Fatalf("merge state after kill: %v", err)
 	}
+	return st
 }
 
 // TestApplyOutputRemovedOnFailure: a failed -o run leaves no image behind,

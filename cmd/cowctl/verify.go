@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 
 	"github.com/vabc-go/vabc/cow"
@@ -13,8 +14,10 @@ import (
 const verifyHelp = `Reconstructs the snapshot the COW describes over the source image, block by
 block and without merging, and compares it with the target image. Exits 0
 with OK, or 1 naming the first block that differs. The COW's merge order is
-checked too (VerifyMergeOps). On a partially merged COW, pass the partially
-merged base image as --source.`
+checked too (VerifyMergeOps). On a partially merged COW (an interrupted
+"apply --in-place" or snapuserd merge), pass the partially merged image as
+--source: merged ops are read from it, and a window persisted in the scratch
+region but not committed is read from the scratch copy, as snapuserd does.`
 
 // verifyResult is the --json object of verify.
 type verifyResult struct {
@@ -61,16 +64,24 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer tf.Close()
-	r, err := cow.Open(cowPath, nil)
+	cf, err := os.Open(cowPath)
+	if err != nil {
+		return err
+	}
+	defer cf.Close()
+	st, err := cf.Stat()
+	if err != nil {
+		return err
+	}
+	r, err := cow.NewReader(cf, st.Size(), &cow.ReaderOptions{Path: cowPath})
 	if err != nil {
 		return fail(err)
 	}
-	defer r.Close()
 	if err := r.VerifyMergeOps(); err != nil {
 		return fail(fmt.Errorf("verify: unsafe merge order: %w", err))
 	}
 	res.MergeOrderOK = true
-	v, err := create.NewView(r, src)
+	v, err := create.NewView(r, cf, src)
 	if err != nil {
 		return fail(err)
 	}

@@ -101,7 +101,7 @@ func TestBuildMatrix(t *testing.T) {
 					if got := mergeInMemory(t, r, pair.Source, int64(len(pair.Target))); !bytes.Equal(got, pair.Target) {
 						t.Fatal("merged image differs from target")
 					}
-					v, err := NewView(r, img("src", pair.Source))
+					v, err := NewView(r, nil, img("src", pair.Source))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -120,7 +120,7 @@ func TestBuildMatrix(t *testing.T) {
 					if err != nil {
 						return // refused at parse: fine
 					}
-					v2, err := NewView(r2, img("src", pair.Source))
+					v2, err := NewView(r2, bytes.NewReader(data), img("src", pair.Source))
 					if err != nil {
 						return
 					}

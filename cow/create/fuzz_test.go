@@ -105,7 +105,7 @@ func FuzzView(f *testing.F) {
 		if err != nil {
 			return
 		}
-		v, err := NewView(r, Image{bytes.NewReader(src), int64(len(src)), "src"})
+		v, err := NewView(r, bytes.NewReader(data), Image{bytes.NewReader(src), int64(len(src)), "src"})
 		if err != nil {
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/vabc-go/vabc/cow"
@@ -24,18 +25,65 @@ type View struct {
 	// slot maps a destination block to the op covering it (index into
 	// r.Ops()) and the block's position within a multi-block op. The first
 	// op naming a block wins, as AOSP's block_map.
-	slot   map[uint64]viewSlot
-	blocks uint64 // highest covered block + 1
+	slot    map[uint64]viewSlot
+	blocks  uint64      // highest covered block + 1
+	cowData io.ReaderAt // for scratch copies
 }
 
 type viewSlot struct {
 	op     int
 	within uint32
 	merged bool
+	// scratch, if non-zero, is the COW offset of the block's read-ahead copy.
+	scratch int64
 }
 
-// NewView indexes the data ops of r over the base image.
-func NewView(r *cow.Reader, base Image) (*View, error) {
+// loadScratch reads a read_ahead_state 2 window from the scratch region
+// (cow-format.md §5). Its entries must be the next ops of the merge order.
+func (v *View) loadScratch(cowData io.ReaderAt, next []int) error {
+	h := v.r.Header()
+	s, ok := h.Scratch()
+	if !ok {
+		return nil
+	}
+	var state [1]byte
+	if _, err := cowData.ReadAt(state[:], s.StateOffset); err != nil {
+		return fmt.Errorf("create: reading read_ahead_state at %#x: %w", s.StateOffset, err)
+	}
+	if state[0] != cow.ReadAheadDone {
+		return nil
+	}
+	v.cowData = cowData
+	meta := make([]byte, s.MetadataSize)
+	if _, err := cowData.ReadAt(meta, s.MetadataOffset); err != nil {
+		return fmt.Errorf("create: reading scratch metadata at %#x: %w", s.MetadataOffset, err)
+	}
+	ops := v.r.Ops()
+	for i := 0; (i+1)*cow.ScratchEntrySize <= len(meta) && int64(i) < s.DataBlocks; i++ {
+		e := cow.DecodeScratchEntry(meta[i*cow.ScratchEntrySize:])
+		if e == (cow.ScratchEntry{}) {
+			return nil
+		}
+		if i >= len(next) || ops[next[i]].NewBlock != e.NewBlock || !ops[next[i]].Type.IsOrdered() {
+			return fmt.Errorf("create: scratch entry %d (new_block %d) is not the next ordered op of the merge order", i, e.NewBlock)
+		}
+		lo, hi := s.DataOffset, s.DataOffset+s.DataBlocks*int64(v.bs)
+		if off := int64(e.FileOffset); off < lo || off+int64(v.bs) > hi {
+			return fmt.Errorf("create: scratch entry %d: file_offset %#x outside the scratch data area", i, e.FileOffset)
+		}
+		sl := v.slot[e.NewBlock]
+		sl.scratch = int64(e.FileOffset)
+		v.slot[e.NewBlock] = sl
+	}
+	return nil
+}
+
+// NewView indexes the data ops of r over the base image. cowData, if not
+// nil, is the COW file itself: when its scratch region holds a persisted but
+// uncommitted merge window (read_ahead_state 2), the blocks of that window
+// are served from the scratch copy, as snapuserd does after a crash, since
+// the base device may hold a partial write of the window.
+func NewView(r *cow.Reader, cowData io.ReaderAt, base Image) (*View, error) {
 	h := r.Header()
 	bs := int(h.BlockSize)
 	if bs < minBlockSize || bs > maxBlockSize || bs&(bs-1) != 0 {
@@ -67,6 +115,11 @@ func NewView(r *cow.Reader, base Image) (*View, error) {
 	if start > uint64(len(idx)) {
 		return nil, fmt.Errorf("create: num_merge_ops %d exceeds the %d data ops", start, len(idx))
 	}
+	if cowData != nil {
+		if err := v.loadScratch(cowData, idx[start:]); err != nil {
+			return nil, err
+		}
+	}
 	for _, i := range idx[:start] {
 		op := &ops[i]
 		for k := uint64(0); k < op.Blocks(); k++ {
@@ -89,6 +142,12 @@ func (v *View) ReadBlock(b uint64, buf []byte) error {
 	s, ok := v.slot[b]
 	if !ok || s.merged {
 		return v.base.readPadded(buf, int64(b)*int64(v.bs))
+	}
+	if s.scratch != 0 {
+		if _, err := v.cowData.ReadAt(buf, s.scratch); err != nil {
+			return fmt.Errorf("block %d: scratch copy at %#x: %w", b, s.scratch, err)
+		}
+		return nil
 	}
 	op := &v.r.Ops()[s.op]
 	switch op.Type {
