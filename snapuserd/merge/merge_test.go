@@ -359,3 +359,65 @@ func TestBadOrder(t *testing.T) {
 		})
 	}
 }
+
+func TestOverallPercent(t *testing.T) {
+	tests := []struct {
+		ps   []Progress
+		want float64
+	}{
+		{nil, 0},
+		{[]Progress{{Phase: PhaseComplete}, {Phase: PhaseOrdered, Percent: 50}}, 75},
+		{[]Progress{{Phase: PhaseComplete}, {Phase: PhaseIdle, Percent: 10}, {Phase: PhaseQueued}}, 50},
+		{[]Progress{{Phase: PhaseFailed, Percent: 30}}, 0},
+	}
+	for i, tc := range tests {
+		if got := OverallPercent(tc.ps); got != tc.want {
+			t.Errorf("case %d: %v, want %v", i, got, tc.want)
+		}
+	}
+}
+
+// TestFailedWindow: after an I/O error in a window, reads of that window
+// fail (FAILED), other blocks still read the target, status is failed, and
+// a new engine finishes the merge.
+func TestFailedWindow(t *testing.T) {
+	img := generate(t, genConfig{seed: 61, blocks: 2000, version: 3, scratch: true})
+	cf, bf := img.files()
+	writes := 0
+	inj := faultfs.InjectorFunc(func(op faultfs.Op) error {
+		if op.Path == "base.img" && op.Kind == faultfs.OpWrite {
+			if writes++; writes == 3 {
+				return &faultfs.InjectedError{Op: op}
+			}
+		}
+		return nil
+	})
+	g := &faultfs.Group{Inj: inj}
+	e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background()); !errors.Is(err, faultfs.ErrInjected) {
+		t.Fatalf("Run = %v", err)
+	}
+	p := e.Progress()
+	if p.Status != StatusMergeFailed || !errors.Is(p.Err, faultfs.ErrInjected) {
+		t.Fatalf("progress = %+v", p)
+	}
+	buf := make([]byte, bs)
+	if err := e.ReadBlock(img.order[0].NewBlock, buf); !errors.Is(err, ErrFailed) {
+		t.Fatalf("read of the failed window: %v", err)
+	}
+	for _, i := range []int{600, img.nOrd + 5} { // a pending window, a Replace
+		b := img.order[i].NewBlock
+		if err := e.ReadBlock(b, buf); err != nil || !bytes.Equal(buf, img.target[b*bs:(b+1)*bs]) {
+			t.Fatalf("read of block %d (op %d) after the failure: %v", b, i, err)
+		}
+	}
+	if _, err := runMerge(t, img, cf, bf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+		t.Fatal(d)
+	}
+}

@@ -84,3 +84,26 @@ type Progress struct {
 	Windows     int     // windows in this run's phase 1
 	Err         error   // what stopped the merge, if it failed
 }
+
+// OverallPercent is the daemon's merge_percent over the partitions whose
+// merge was initiated (snapuserd.md §9.2): (completed×100 + Σ percent of the
+// merges in progress) / (completed + in progress). Partitions neither
+// merging nor complete are not counted; no partitions → 0.
+func OverallPercent(ps []Progress) float64 {
+	var sum float64
+	n := 0
+	for _, p := range ps {
+		switch p.Phase {
+		case PhaseComplete:
+			sum += 100
+			n++
+		case PhaseQueued, PhaseOrdered, PhaseReplace:
+			sum += p.Percent
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
