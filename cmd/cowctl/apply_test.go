@@ -165,6 +165,21 @@ func TestApplyInPlaceSIGKILL(t *testing.T) {
 						if checkMergeState(t, cowPath).ReadAheadState == cow.ReadAheadDone {
 							scratchKills.Add(1)
 						}
+						if kills == 1 {
+							// apply -o resumes from the half-merged image
+							// without touching the COW.
+							before, _ := os.ReadFile(cowPath)
+							outImg := filepath.Join(dir, "out.img")
+							if _, _, err := runTool(t, runApply, "--source", img, "--cow", cowPath, "-o", outImg, "--size", strconv.Itoa(len(c.pair.Target))); err != nil {
+								t.Fatalf("apply -o after kill: %v", err)
+							}
+							if got, _ := os.ReadFile(outImg); !bytes.Equal(got, c.pair.Target) {
+								t.Fatalf("apply -o from the half-merged image differs from the target")
+							}
+							if after, _ := os.ReadFile(cowPath); !bytes.Equal(before, after) {
+								t.Fatalf("apply -o changed the COW")
+							}
+						}
 						// The snapshot view of the half-merged image is
 						// still the target.
 						if out, _, err := runTool(t, runVerify, "--source", img, "--cow", cowPath, "--target", p.tgt); err != nil {
