@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -114,6 +115,9 @@ func exercise(t *testing.T, r *Reader) {
 			buf := make([]byte, 512)
 			r.ReadOpData(i, buf, 100)
 		}
+	}
+	if err := r.Describe(io.Discard); err != nil {
+		t.Fatal(err)
 	}
 	mo, mi := r.MergeOrder(), r.MergeIndex()
 	if len(mo) != len(mi) {

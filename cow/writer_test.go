@@ -279,9 +279,8 @@ func findZlibExactBlock(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rnd := randomBytes(99, 4096)
 	for seed := uint64(0); seed < 64; seed++ {
-		rnd = randomBytes(99+seed, 4096)
+		rnd := randomBytes(99+seed, 4096)
 		for k := 0; k < 200; k++ {
 			b := bytes.Clone(rnd)
 			clear(b[:k])
