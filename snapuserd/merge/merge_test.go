@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -135,6 +137,18 @@ func TestReadBlockDuringMerge(t *testing.T) {
 			var e *Engine
 			var reads atomic.Int64
 			check := func(rng *rand.Rand) error {
+				if rng.IntN(4) == 0 { // an unaligned ReadAt spanning blocks
+					off := rng.Int64N(int64(len(img.target)))
+					p := make([]byte, min(1+rng.IntN(3*bs), len(img.target)-int(off)))
+					if n, err := e.ReadAt(p, off); err != nil || n != len(p) {
+						return fmt.Errorf("ReadAt(%d, %d) = %d, %v", len(p), off, n, err)
+					}
+					reads.Add(1)
+					if !bytes.Equal(p, img.target[off:off+int64(len(p))]) {
+						return fmt.Errorf("stale ReadAt of %d bytes at %d during %v", len(p), off, e.Progress().Phase)
+					}
+					return nil
+				}
 				b := uint64(rng.IntN(tc.blocks))
 				p := make([]byte, bs)
 				if err := e.ReadBlock(b, p); err != nil {
@@ -419,5 +433,33 @@ func TestFailedWindow(t *testing.T) {
 	}
 	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
 		t.Fatal(d)
+	}
+}
+
+func TestReadAtBounds(t *testing.T) {
+	img := generate(t, genConfig{seed: 71, blocks: 300, version: 2, scratch: true})
+	cf, bf := img.files()
+	e, err := New(cf, bf, img.source, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Size() != int64(len(img.target)) {
+		t.Fatalf("Size = %d", e.Size())
+	}
+	p := make([]byte, 100)
+	if n, err := e.ReadAt(p, e.Size()-40); err != io.EOF || n != 40 || !bytes.Equal(p[:40], img.target[len(img.target)-40:]) {
+		t.Fatalf("ReadAt across the end = %d, %v", n, err)
+	}
+	if _, err := e.ReadAt(p, -1); err == nil {
+		t.Fatal("ReadAt at -1 succeeded")
+	}
+	if err := e.ReadBlock(300, make([]byte, bs)); err == nil {
+		t.Fatal("ReadBlock past the end succeeded")
+	}
+	if err := e.ReadBlock(0, make([]byte, 10)); err == nil {
+		t.Fatal("ReadBlock with a short buffer succeeded")
+	}
+	if m, tot, failed := e.MergeProgress(); m != 0 || tot != uint64(len(img.order)) || failed {
+		t.Fatalf("MergeProgress = %d %d %v", m, tot, failed)
 	}
 }

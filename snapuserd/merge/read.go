@@ -2,6 +2,7 @@ package merge
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
@@ -95,4 +96,49 @@ func (e *Engine) readReplace(i int, b uint64, p []byte) error {
 	}
 	copy(p, e.replData[k*e.bs:(k+1)*e.bs])
 	return nil
+}
+
+// Size is the target (and base device) size in bytes, whole blocks.
+func (e *Engine) Size() int64 { return int64(e.baseBlocks) * e.bs }
+
+// ReadAt implements io.ReaderAt over the target image at any offset and
+// length (unaligned heads and tails are cut from whole blocks), with the
+// guarantees of ReadBlock. The daemon's read path can serve a snapshot from
+// it for the whole life of the merge.
+func (e *Engine) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("merge: ReadAt at negative offset %d", off)
+	}
+	size := e.Size()
+	n := 0
+	var tmp []byte
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= size {
+			return n, io.EOF
+		}
+		b, in := uint64(pos/e.bs), pos%e.bs
+		if in == 0 && int64(len(p)-n) >= e.bs {
+			if err := e.ReadBlock(b, p[n:n+int(e.bs)]); err != nil {
+				return n, err
+			}
+			n += int(e.bs)
+			continue
+		}
+		if tmp == nil {
+			tmp = make([]byte, e.bs)
+		}
+		if err := e.ReadBlock(b, tmp); err != nil {
+			return n, err
+		}
+		n += copy(p[n:], tmp[in:])
+	}
+	return n, nil
+}
+
+// MergeProgress returns the committed and total data ops and whether the
+// merge failed (the daemon's MergeReporter).
+func (e *Engine) MergeProgress() (merged, total uint64, failed bool) {
+	p := e.Progress()
+	return p.NumMergeOps, p.TotalOps, p.Phase == PhaseFailed
 }
