@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
@@ -44,6 +45,11 @@ type Engine struct {
 	// block lookup for ReadBlock: extents sorted by NewBlock, the last op
 	// in merge order winning for a destination.
 	extents []extent
+
+	ring     *uring // io_uring for window writes, nil = synchronous
+	baseFD   int
+	uringOps atomic.Int64
+	uringErr error // why io_uring was given up
 
 	replMu   sync.Mutex // cache of the last decompressed Replace op
 	replIdx  int
@@ -496,6 +502,17 @@ func (e *Engine) setPhase(p Phase) {
 }
 
 func (e *Engine) run(ctx context.Context) error {
+	if e.opts.IOUring {
+		e.setupURing()
+		defer func() {
+			e.mu.Lock()
+			if e.ring != nil {
+				e.ring.close()
+				e.ring = nil
+			}
+			e.mu.Unlock()
+		}()
+	}
 	if len(e.windows) > 0 {
 		e.setPhase(PhaseOrdered)
 		e.logf("merge: %s: ordered phase, %d windows from op %d", e.cowF.Name(), len(e.windows), e.windows[0].start)
@@ -507,6 +524,33 @@ func (e *Engine) run(ctx context.Context) error {
 	}
 	e.setPhase(PhaseReplace)
 	return e.mergeReplace(ctx)
+}
+
+// setupURing enables io_uring for window writes when the base is an OS
+// file and the kernel allows it; otherwise it records why not.
+func (e *Engine) setupURing() {
+	of, ok := e.base.(*faultfs.OSFile)
+	if !ok {
+		e.uringErr = fmt.Errorf("io_uring: %s is not an OS file", e.base.Name())
+		return
+	}
+	r, err := newURing()
+	if err != nil {
+		e.logf("merge: %v; using synchronous I/O", err)
+		e.uringErr = err
+		return
+	}
+	e.mu.Lock()
+	e.ring, e.baseFD = r, int(of.OS().Fd())
+	e.mu.Unlock()
+}
+
+// IOURing reports how many merge writes went through io_uring and, if
+// io_uring was requested but is not (or no longer) used, why.
+func (e *Engine) IOURing() (writes int64, fallback error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.uringOps.Load(), e.uringErr
 }
 
 // commit durably records num_merge_ops = merged (and read_ahead_state = 1

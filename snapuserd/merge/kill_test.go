@@ -32,6 +32,7 @@ func killConfig(seed int) (genConfig, Options) {
 	if seed%3 == 1 {
 		o.WindowBlocks = 128
 	}
+	o.IOUring = seed%2 == 1 // real files: io_uring where the kernel allows it
 	return c, o
 }
 

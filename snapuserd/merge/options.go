@@ -46,6 +46,12 @@ type Options struct {
 	// Nice, if non-zero, is the nice value of the merge thread (Linux
 	// setpriority on the thread; BackgroundNice for AOSP's default).
 	Nice int
+	// IOUring sends window writes (and their fsync) through io_uring when
+	// the base is a *faultfs.OSFile and the kernel supports it (-io_uring,
+	// ro.virtual_ab.io_uring.enabled). Any io_uring error falls back to
+	// synchronous I/O for the rest of the merge; the on-disk result is
+	// identical either way.
+	IOUring bool
 	// OnCheckpoint is called synchronously after every durable state change
 	// (tests, progress logging). It must not call back into the engine's
 	// Run; ReadBlock and Progress are fine.
@@ -85,8 +91,8 @@ type Checkpoint struct {
 	Ops         int    // ops in the window / committed by this checkpoint
 }
 
-// Limiter bounds concurrent merges (ro.virtual_ab.num_merge_threads). Engines
-// wait for a slot in the order they ask (FIFO, like AOSP's merge queue).
+// Limiter bounds concurrent merges (ro.virtual_ab.num_merge_threads).
+// Waiting engines get slots as they free up (roughly in the order they asked).
 type Limiter struct{ ch chan struct{} }
 
 // NewLimiter returns a limiter with n slots (n < 1 means DefaultMergeThreads).

@@ -250,9 +250,6 @@ func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
 	if err := e.writeWindow(ctx, w); err != nil {
 		return fmt.Errorf("merge: window %d: %w", wi, err)
 	}
-	if err := e.base.Sync(); err != nil {
-		return fmt.Errorf("merge: window %d: sync %s: %w", wi, e.base.Name(), err)
-	}
 	end := uint64(w.start + w.n)
 	if err := e.commit(end); err != nil {
 		return fmt.Errorf("merge: window %d: %w", wi, err)
@@ -265,37 +262,94 @@ func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
 	return nil
 }
 
-// writeWindow writes the window's data to base in runs of contiguous
-// destination blocks (ascending or descending).
-func (e *Engine) writeWindow(ctx context.Context, w *window) error {
+// windowRuns splits the window's data into writes of contiguous destination
+// blocks (ascending, or descending runs written reversed as one write).
+func (e *Engine) windowRuns(w *window) []uringWrite {
 	bs := e.bs
 	at := func(i int) int64 { return int64(e.order[i].NewBlock) }
-	var tmp []byte
+	var out []uringWrite
 	for k := w.start; k < w.start+w.n; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 		run, dir := e.runLen(k, w.start+w.n, at, 1)
 		src := w.buf[int64(k-w.start)*bs : int64(k-w.start+run)*bs]
 		lo := at(k)
 		if dir < 0 {
 			lo = at(k + run - 1)
-			if cap(tmp) < len(src) {
-				tmp = make([]byte, len(src))
-			}
-			t := tmp[:len(src)]
+			t := make([]byte, len(src))
 			for j := 0; j < run; j++ {
 				copy(t[int64(run-1-j)*bs:int64(run-j)*bs], src[int64(j)*bs:int64(j+1)*bs])
 			}
 			src = t
 		}
-		if err := faultfs.WriteFull(e.base, src, lo*bs); err != nil {
-			return fmt.Errorf("merging ops %d–%d: %w", k, k+run-1, err)
-		}
+		out = append(out, uringWrite{buf: src, off: lo * bs})
 		k += run
+	}
+	return out
+}
+
+// writeWindow writes the window's data to base and makes it durable: through
+// io_uring when enabled (falling back to synchronous I/O for good on any
+// io_uring error), else pwrite + fsync.
+func (e *Engine) writeWindow(ctx context.Context, w *window) error {
+	runs := e.windowRuns(w)
+	if e.ring != nil {
+		err := e.writeURing(ctx, runs)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		e.logf("merge: %s: io_uring failed, falling back to synchronous I/O: %v", e.cowF.Name(), err)
+		e.ring.close()
+		e.mu.Lock()
+		e.ring, e.uringErr = nil, err
+		e.mu.Unlock()
+	}
+	for _, r := range runs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := faultfs.WriteFull(e.base, r.buf, r.off); err != nil {
+			return fmt.Errorf("merging ops at block %d: %w", r.off/e.bs, err)
+		}
+	}
+	if err := e.base.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
 	}
 	return nil
 }
+
+// writeURing submits runs in batches of the queue depth, the last batch with
+// a drained FSYNC if it has room (else a plain fsync).
+func (e *Engine) writeURing(ctx context.Context, runs []uringWrite) error {
+	fd := e.baseFD
+	for len(runs) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(runs), uringDepth)
+		last := n == len(runs)
+		fsync := last && n < uringDepth
+		if testURingFault != nil && testURingFault() {
+			return fmt.Errorf("io_uring: injected test failure")
+		}
+		if err := e.ring.writeBatch(fd, runs[:n], fsync); err != nil {
+			return err
+		}
+		e.uringOps.Add(int64(n))
+		runs = runs[n:]
+		if last && !fsync {
+			break
+		}
+		if last {
+			return nil
+		}
+	}
+	if err := e.base.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
+	}
+	return nil
+}
+
+// testURingFault, if set by a test, fails io_uring batches when it returns true.
+var testURingFault func() bool
 
 // windowOf returns the window holding merge index i, or nil if i was merged
 // before this engine started.
