@@ -127,6 +127,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			cowF.Close()
 			return err
 		}
+		// An interrupted -o run starts over, so the engine's per-window
+		// fsyncs buy nothing here; one sync at the end makes NEW durable.
+		base = lazySync{base}
 	}
 	defer cowF.Close()
 	defer base.Close()
@@ -147,8 +150,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return err
 		}
 	}
+	mergeCow, mergeBase := cowF, base
 	if applyWrap != nil {
-		cowF, base = applyWrap(cowF, base)
+		mergeCow, mergeBase = applyWrap(cowF, base)
 	}
 	// A complete merge is not re-validated: after a shrink the source blocks
 	// of the copies are gone, and there is nothing left to do but the final
@@ -156,7 +160,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if res.ResumedFrom < res.TotalOps {
 		bar := newProgress(stderr, "merge")
 		total := int64(len(order))
-		e, err := merge.New(cowF, base, r, &merge.Options{
+		e, err := merge.New(mergeCow, mergeBase, r, &merge.Options{
 			WindowBlocks: window,
 			OnCheckpoint: func(c merge.Checkpoint) { bar.update(int64(c.NumMergeOps), total) },
 		})
@@ -177,7 +181,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return fmt.Errorf("apply: setting %s to %d bytes: %w", base.Name(), size, err)
 		}
 	}
-	if err := base.Sync(); err != nil {
+	if err := syncNow(base); err != nil {
 		return err
 	}
 	if err := base.Close(); err != nil {
@@ -312,4 +316,16 @@ func (o *cowOverlay) Name() string         { return o.f.Name() }
 func (o *cowOverlay) Close() error         { return o.f.Close() }
 func (o *cowOverlay) Truncate(int64) error {
 	return fmt.Errorf("apply: %s is read-only with -o", o.f.Name())
+}
+
+// lazySync turns Sync into a no-op (apply -o); syncNow reaches the real one.
+type lazySync struct{ faultfs.File }
+
+func (lazySync) Sync() error { return nil }
+
+func syncNow(f faultfs.File) error {
+	if l, ok := f.(lazySync); ok {
+		return l.File.Sync()
+	}
+	return f.Sync()
 }
