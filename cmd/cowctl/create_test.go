@@ -224,3 +224,46 @@ func TestCreateRefusesMissingInput(t *testing.T) {
 		t.Fatal("COW written for missing input")
 	}
 }
+
+// TestExitCodes drives the subcommands through main's dispatcher: verify
+// mismatch → 1, usage error → 2, success → 0.
+func TestExitCodes(t *testing.T) {
+	pair := createtest.Pairs(15, 64)[1]
+	dir := t.TempDir()
+	src := writeFile(t, filepath.Join(dir, "src.img"), pair.Source)
+	tgt := writeFile(t, filepath.Join(dir, "tgt.img"), pair.Target)
+	cowPath := filepath.Join(dir, "x.cow")
+	var o, e bytes.Buffer
+	if code := run(t.Context(), []string{"create", "--source", src, "--target", tgt, "-o", cowPath}, &o, &e); code != 0 {
+		t.Fatalf("create: exit %d: %s", code, e.String())
+	}
+	if code := run(t.Context(), []string{"verify", "--source", src, "--cow", cowPath, "--target", tgt}, &o, &e); code != 0 {
+		t.Fatalf("verify: exit %d: %s", code, e.String())
+	}
+	// The source as the expected target: the first changed block differs.
+	e.Reset()
+	if code := run(t.Context(), []string{"verify", "--source", src, "--cow", cowPath, "--target", src}, &o, &e); code != 1 || !strings.Contains(e.String(), "first mismatch at block") {
+		t.Fatalf("verify against the wrong image: exit %d: %s", code, e.String())
+	}
+	if code := run(t.Context(), []string{"apply", "--source", src, "--cow", cowPath}, &o, &e); code != 2 {
+		t.Fatalf("apply without output: exit %d", code)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	p := &progressBar{w: &b, label: "test", tty: true}
+	p.update(50, 100)
+	p.update(100, 100)
+	p.finish()
+	if !strings.Contains(b.String(), "100%") || !strings.HasSuffix(b.String(), "\n") {
+		t.Fatalf("bar output %q", b.String())
+	}
+	var quiet bytes.Buffer
+	q := newProgress(&quiet, "x") // a buffer is not a terminal
+	q.update(1, 2)
+	q.finish()
+	if quiet.Len() != 0 {
+		t.Fatalf("progress on a non-terminal: %q", quiet.String())
+	}
+}
