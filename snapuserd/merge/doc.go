@@ -41,6 +41,21 @@
 // uncommitted window after a crash always reads intact sources. The resulting
 // num_merge_ops values are ones AOSP resumes from as well.
 //
+// io_uring (Options.IOUring): window writes go out as linked WRITE SQEs with
+// a drained FSYNC (queue depth 8); any io_uring error falls back to
+// synchronous I/O for the rest of the merge, rewriting the window.
+//
+// API. New(cowFile, base, src, opts) reads the merge state (nothing is
+// written); Run(ctx) merges (initiate_merge) until complete, failed or
+// cancelled — a cancelled or crashed merge is resumed by a new Engine;
+// Pause/Resume park the merge at safe points; Progress/Status/MergeProgress
+// report num_merge_ops, merge percent and the getstatus string;
+// ReadBlock/ReadAt serve the target image at any time; Limiter bounds
+// concurrent merges; Check validates a COW's on-disk merge state; MergeFiles
+// is the offline one-call form (cowctl apply --in-place). *cow.Reader is a
+// Source. All file I/O goes through internal/faultfs, so tests can fail any
+// call and simulate power loss.
+//
 // Readers. While the merge runs, the daemon's read path asks the engine for
 // the current bytes of a target block (ReadBlock). Ordered ops are served per
 // window state as in AOSP's MERGE_GROUP_STATE: PENDING → from the sources on

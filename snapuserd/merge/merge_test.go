@@ -16,6 +16,7 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
+	"golang.org/x/sys/unix"
 )
 
 func runMerge(t testing.TB, img *image, cf, bf faultfs.File, opts *Options) (*Engine, error) {
@@ -61,7 +62,16 @@ func TestMerge(t *testing.T) {
 			cf, bf := img.files()
 			var commits []Checkpoint
 			opts := tc.opts
-			opts.OnCheckpoint = func(c Checkpoint) { commits = append(commits, c) }
+			var niceErr error
+			opts.OnCheckpoint = func(c Checkpoint) {
+				commits = append(commits, c)
+				if tc.opts.Nice != 0 && niceErr == nil {
+					// The hook runs on the merge thread.
+					if got, err := threadNice(); err != nil || got != tc.opts.Nice {
+						niceErr = fmt.Errorf("merge thread nice = %d, %v; want %d", got, err, tc.opts.Nice)
+					}
+				}
+			}
 			e, err := New(cf, bf, img.source, &opts)
 			if err != nil {
 				t.Fatal(err)
@@ -74,6 +84,12 @@ func TestMerge(t *testing.T) {
 			}
 			if d := diffBlocks(bf.Bytes(), img.target); d != "" {
 				t.Fatalf("base != target: %s", d)
+			}
+			if niceErr != nil {
+				t.Fatal(niceErr)
+			}
+			if n, _ := threadNice(); tc.opts.Nice != 0 && n == tc.opts.Nice {
+				t.Fatal("the test goroutine's thread got the merge thread's priority")
 			}
 			p := e.Progress()
 			if p.Status != StatusMergeComplete || p.Percent != 100 || p.NumMergeOps != uint64(len(img.order)) {
@@ -462,4 +478,11 @@ func TestReadAtBounds(t *testing.T) {
 	if m, tot, failed := e.MergeProgress(); m != 0 || tot != uint64(len(img.order)) || failed {
 		t.Fatalf("MergeProgress = %d %d %v", m, tot, failed)
 	}
+}
+
+// threadNice is the nice value of the calling thread (getpriority returns
+// 20 - nice on Linux).
+func threadNice() (int, error) {
+	v, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	return 20 - v, err
 }
