@@ -486,3 +486,31 @@ func threadNice() (int, error) {
 	v, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
 	return 20 - v, err
 }
+
+func TestCancelWhilePaused(t *testing.T) {
+	img := generate(t, genConfig{seed: 91, blocks: 800, version: 3, scratch: true})
+	cf, bf := img.files()
+	e, err := New(cf, bf, img.source, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Pause()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	for !e.Progress().Parked {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a paused merge ignored cancellation")
+	}
+	if p := e.Progress(); p.Status != StatusSnapshot || p.NumMergeOps != 0 {
+		t.Fatalf("progress = %+v", p)
+	}
+}
