@@ -161,7 +161,7 @@ func (c *cowFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.version, "cow-version", 3, "COW format version: 2 or 3")
 	fs.StringVar(&c.compression, "compression", "lz4", "compression: lz4, zstd, gz, brotli or none, optionally with a level (\"zstd,9\")")
 	fs.StringVar(&c.factor, "compression-factor", "", "v3 only: largest unit compressed as one, 4K..256K (default 64K on v3, as create_snapshot)")
-	fs.BoolVar(&c.xor, "xor", false, "emit Xor ops for changed blocks whose XOR against the old block compresses clearly better")
+	fs.BoolVar(&c.xor, "xor", false, "emit Xor ops for changed blocks whose XOR against the old block compresses clearly better (no effect with --compression none)")
 	fs.IntVar(&c.threads, "threads", runtime.GOMAXPROCS(0), "analysis threads (the output does not depend on it)")
 	fs.BoolVar(&c.noScratch, "no-scratch", false, "omit the 2 MiB scratch region (buffer_size = 0; no crash protection for overlapping merge windows)")
 }
@@ -196,7 +196,10 @@ func (c *cowFlags) options() (create.Options, create.CowOptions, error) {
 	if c.threads < 1 {
 		return create.Options{}, co, usagef("--threads %d: want at least 1", c.threads)
 	}
-	return create.Options{Xor: c.xor, Threads: c.threads}, co, nil
+	// Without compression an Xor payload is as large as the block itself:
+	// Xor ops would only add merge-order constraints.
+	xor := c.xor && co.Writer.Compression != cow.CompressionNone
+	return create.Options{Xor: xor, Threads: c.threads}, co, nil
 }
 
 // summary is the --json object of create and estimate.
