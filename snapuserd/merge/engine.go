@@ -485,9 +485,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.phase = PhaseFailed
 		e.err = err
 		if e.curWin >= 0 && e.curWin < len(e.windows) {
-			w := e.windows[e.curWin]
-			w.state = WindowFailed
-			w.buf = nil
+			if w := e.windows[e.curWin]; w.state != WindowCompleted {
+				w.state = WindowFailed
+				w.buf = nil
+			}
 		}
 		e.cond.Broadcast()
 	}

@@ -514,3 +514,39 @@ func TestCancelWhilePaused(t *testing.T) {
 		t.Fatalf("progress = %+v", p)
 	}
 }
+
+// TestFailedReplacePhase: an I/O error in the Replace phase leaves every
+// committed window readable.
+func TestFailedReplacePhase(t *testing.T) {
+	img := generate(t, genConfig{seed: 62, blocks: 2000, version: 2, scratch: true})
+	cf, bf := img.files()
+	inReplace := false
+	inj := faultfs.InjectorFunc(func(op faultfs.Op) error {
+		if inReplace && op.Path == "base.img" && op.Kind == faultfs.OpWrite {
+			return &faultfs.InjectedError{Op: op}
+		}
+		return nil
+	})
+	g := &faultfs.Group{Inj: inj}
+	windows := 0
+	e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, &Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowCommitted {
+			if windows++; uint64(img.nOrd) == c.NumMergeOps {
+				inReplace = true
+			}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background()); !errors.Is(err, faultfs.ErrInjected) || !inReplace {
+		t.Fatalf("Run = %v (replace phase reached: %v)", err, inReplace)
+	}
+	buf := make([]byte, bs)
+	for _, i := range []int{0, img.nOrd - 1, img.nOrd + 1} {
+		b := img.order[i].NewBlock
+		if err := e.ReadBlock(b, buf); err != nil || !bytes.Equal(buf, img.target[b*bs:(b+1)*bs]) {
+			t.Fatalf("read of block %d (op %d) after a Replace-phase failure: %v", b, i, err)
+		}
+	}
+}

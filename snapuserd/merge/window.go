@@ -257,6 +257,7 @@ func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
 	e.mu.Lock()
 	w.state = WindowCompleted
 	w.buf = nil
+	e.curWin = -1
 	e.mu.Unlock()
 	e.checkpoint(Checkpoint{Kind: WindowCommitted, NumMergeOps: end, Start: uint64(w.start), Ops: w.n})
 	return nil
