@@ -215,9 +215,18 @@ func TestReadBlockDuringMerge(t *testing.T) {
 			if p := e.Progress(); p.NumMergeOps != 0 || p.Status != StatusMerge {
 				t.Fatalf("paused merge progressed: %+v", p)
 			}
+			if _, st, ok := e.BlockState(img.order[0].NewBlock); !ok || st != WindowPending {
+				t.Fatalf("first ordered block before the merge: %v %v", st, ok)
+			}
 			e.Resume()
 			if err := <-done; err != nil {
 				t.Fatal(err)
+			}
+			if w, st, ok := e.BlockState(img.order[img.nOrd-1].NewBlock); !ok || st != WindowCompleted || w != e.Progress().Windows-1 {
+				t.Fatalf("last ordered block after the merge: window %d %v %v", w, st, ok)
+			}
+			if _, _, ok := e.BlockState(img.order[img.nOrd].NewBlock); ok {
+				t.Fatal("a Replace block has a window state")
 			}
 			time.Sleep(5 * time.Millisecond)
 			cancel()

@@ -142,3 +142,26 @@ func (e *Engine) MergeProgress() (merged, total uint64, failed bool) {
 	p := e.Progress()
 	return p.NumMergeOps, p.TotalOps, p.Phase == PhaseFailed
 }
+
+// BlockState tells where ReadBlock currently gets target block b: for the
+// destination of an ordered op of this run, its window's index and state;
+// ok is false for other blocks (Replace/Zero from the COW, unmapped blocks
+// and ops merged before this Engine from the base device).
+func (e *Engine) BlockState(b uint64) (window int, state WindowState, ok bool) {
+	i, found := e.lookup(b)
+	if !found || !e.order[i].Type.IsOrdered() {
+		return -1, 0, false
+	}
+	w := e.windowOf(i)
+	if w == nil {
+		return -1, 0, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, x := range e.windows {
+		if x == w {
+			return k, w.state, true
+		}
+	}
+	return -1, 0, false
+}
