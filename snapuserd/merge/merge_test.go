@@ -559,3 +559,54 @@ func TestFailedReplacePhase(t *testing.T) {
 		}
 	}
 }
+
+// TestStateByteWithoutOrderedOps: like AOSP's CommitMerge, a run without
+// unmerged ordered ops (no read-ahead thread) leaves read_ahead_state as it
+// found it: 0 for a COW without ordered ops, 1 when resuming in the Replace
+// phase.
+func TestStateByteWithoutOrderedOps(t *testing.T) {
+	img := generate(t, genConfig{seed: 95, blocks: 1200, version: 3, scratch: true})
+	hs := cow.HeaderV3Size
+	// Only the Replace/Zero ops: state stays 0.
+	src := &fakeSource{order: img.src.order[img.nOrd:], payload: img.src.payload}
+	cf := faultfs.NewMemFile("c", img.cowImg)
+	bf := faultfs.NewMemFile("b", img.base)
+	e, err := New(cf, bf, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := cf.Bytes(); p[hs] != 0 || binary.LittleEndian.Uint64(p[cow.OffsetNumMergeOps:]) != uint64(len(src.order)) {
+		t.Fatalf("no ordered ops: state %d", p[hs])
+	}
+	// Full merge, stopped right after the ordered phase, resumed: the
+	// resumed run (no read-ahead) keeps state 1 and the merge completes.
+	cf, bf = img.files()
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := &Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowCommitted && c.NumMergeOps == uint64(img.nOrd) {
+			cancel()
+		}
+	}}
+	e, err = New(cf, bf, img.source, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	if p := cf.Bytes(); p[hs] != cow.ReadAheadInProgress {
+		t.Fatalf("after the ordered phase: state %d", p[hs])
+	}
+	if _, err := runMerge(t, img, cf, bf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := cf.Bytes(); p[hs] != cow.ReadAheadInProgress {
+		t.Fatalf("after the resumed Replace phase: state %d", p[hs])
+	}
+	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+		t.Fatal(d)
+	}
+}
