@@ -189,3 +189,40 @@ func TestWriteRefusesUnsafeOrder(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestVerifyReportsFirstMismatch: with several differing blocks spread over
+// chunks handled by different workers, the lowest one is reported.
+func TestVerifyReportsFirstMismatch(t *testing.T) {
+	pair := createtest.Pairs(8, 900)[1]
+	path := filepath.Join(t.TempDir(), "x.cow")
+	var wo cow.WriterOptions
+	wo.SetCompression("lz4")
+	if _, err := Build(t.Context(), img("src", pair.Source), img("tgt", pair.Target), path, Options{Threads: 2}, CowOptions{Version: 3, Writer: wo}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cow.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if h := r.Header(); h.OpCount != h.OpCountMax {
+		t.Errorf("op_count %d, op_count_max %d: the op region should be exact", h.OpCount, h.OpCountMax)
+	}
+	v, err := NewView(r, nil, img("src", pair.Source))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(pair.Target)
+	for _, b := range []int{800, 300, 555} {
+		want[b*bs+17] ^= 1
+	}
+	for _, th := range []int{1, 2, 4} {
+		m, err := v.Verify(t.Context(), img("want", want), th, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == nil || m.Block != 300 {
+			t.Fatalf("threads %d: mismatch %v, want block 300", th, m)
+		}
+	}
+}
