@@ -60,7 +60,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	fs.StringVar(&cowPath, "cow", "", "COW file (required)")
 	fs.StringVar(&out, "o", "", "write the merged image here (the source and the COW stay untouched)")
 	fs.BoolVar(&inPlace, "in-place", false, "merge into the source image and record progress in the COW (resumable)")
-	fs.Int64Var(&size, "size", -1, "final image size in bytes (-1: the source size, grown to cover every op)")
+	fs.Int64Var(&size, "size", -1, "final image size in bytes; -1 means the source size, grown to cover every op")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
 	fs.IntVar(&window, "window-blocks", 0, "merge window size in ops (default: the scratch capacity, 510, as AOSP; smaller values are for tests and give num_merge_ops values AOSP never writes)")
 	if done, err := parseFlags(fs, args); done || err != nil {
