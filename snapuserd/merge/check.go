@@ -62,8 +62,8 @@ func (r readerFile) Close() error                       { return nil }
 // named name in errors) against its merge order: num_merge_ops within the
 // data ops; read_ahead_state 0, 1 or 2; with state 2, the scratch entries are
 // exactly the next ops in merge order from num_merge_ops (at most the scratch
-// capacity, terminated, each file_offset a distinct block of the scratch data
-// area) and num_merge_ops is inside the ordered ops. It returns the decoded
+// capacity, terminated, each file_offset a block inside the scratch region
+// that overlaps no other entry's) and num_merge_ops is inside the ordered ops. It returns the decoded
 // state and every violation found (errors.Is(err, ErrCorrupt)).
 func Check(r io.ReaderAt, size int64, name string, src Source) (*State, error) {
 	f := readerFile{r, name, size}
@@ -117,7 +117,7 @@ func Check(r io.ReaderAt, size int64, name string, src Source) (*State, error) {
 			case start+uint64(len(ents)) > uint64(st.OrderedOps):
 				bad("scratch window of %d ops at num_merge_ops %d runs past the %d ordered ops", len(ents), start, st.OrderedOps)
 			default:
-				if err := checkEntryList(name, ents, order, int(start), s, int64(hdr.BlockSize)); err != nil {
+				if err := checkEntryList(name, ents, order, int(start), s, hdr.BufferSize, int64(hdr.BlockSize)); err != nil {
 					errs = append(errs, err)
 				}
 			}

@@ -341,8 +341,10 @@ func TestCorruptState(t *testing.T) {
 		{"state 2 without entries", func(p []byte) { clear(p[hs+1 : hs+1+32]) }},
 		{"state 2 wrong new_block", func(p []byte) { put64(p, hs+1+16*5, 999999) }},
 		{"state 2 offset outside data", func(p []byte) { put64(p, hs+1+16*3+8, 12) }},
-		{"state 2 offset unaligned", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+8192+4096*3+1)) }},
+		{"state 2 offsets overlap", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+8192+4096*2+1)) }},
 		{"state 2 duplicate offset", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+8192)) }},
+		{"state 2 offset in the entry list", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+1+16*100)) }},
+		{"state 2 offset past the region", func(p []byte) { put64(p, hs+1+16*3+8, uint64(hs+cow.BufferRegionDefaultSize-100)) }},
 		{"state 2 past ordered ops", func(p []byte) { put64(p, cow.OffsetNumMergeOps, uint64(img.nOrd)) }},
 		{"state 2 no terminator", func(p []byte) {
 			for k := 0; k < 512; k++ {
@@ -605,6 +607,48 @@ func TestStateByteWithoutOrderedOps(t *testing.T) {
 	}
 	if p := cf.Bytes(); p[hs] != cow.ReadAheadInProgress {
 		t.Fatalf("after the resumed Replace phase: state %d", p[hs])
+	}
+	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// TestReplayShiftedScratchData: a persisted window whose data sits at other
+// (non-overlapping) offsets of the scratch region — as a daemon with a
+// smaller read-ahead area would write it — is replayed from those offsets.
+func TestReplayShiftedScratchData(t *testing.T) {
+	img := generate(t, genConfig{seed: 97, blocks: 2000, version: 2, scratch: true})
+	cf, bf := img.files()
+	var cowAt, baseAt []byte
+	opts := &Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowPersisted && c.Start == 510 {
+			cowAt, baseAt = cf.Bytes(), bf.Bytes()
+		}
+	}}
+	if _, err := runMerge(t, img, cf, bf, opts); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite it as a daemon with a 2 MiB - 64 KiB read-ahead area would:
+	// 482-op window, 7744-byte metadata area, data right after it.
+	hs := cow.HeaderV2Size
+	const n, dataOff = 482, cow.HeaderV2Size + 7744
+	data := append([]byte(nil), cowAt[hs+8192:hs+8192+n*bs]...)
+	ents := make([]uint64, n)
+	for k := range ents {
+		ents[k] = binary.LittleEndian.Uint64(cowAt[hs+1+16*k:])
+	}
+	clear(cowAt[hs+1 : hs+cow.BufferRegionDefaultSize])
+	for k, nb := range ents {
+		binary.LittleEndian.PutUint64(cowAt[hs+1+16*k:], nb)
+		binary.LittleEndian.PutUint64(cowAt[hs+1+16*k+8:], uint64(dataOff+k*bs))
+	}
+	copy(cowAt[dataOff:], data)
+	if _, err := Check(bytes.NewReader(cowAt), int64(len(cowAt)), "c", img.source); err != nil {
+		t.Fatal(err)
+	}
+	cf, bf = faultfs.NewMemFile("c", cowAt), faultfs.NewMemFile("b", baseAt)
+	if _, err := runMerge(t, img, cf, bf, nil); err != nil {
+		t.Fatal(err)
 	}
 	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
 		t.Fatal(d)

@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
@@ -163,26 +164,37 @@ func (e *Engine) checkEntries(ents []cow.ScratchEntry, start int) error {
 		return fmt.Errorf("merge: %s: scratch window of %d ops at num_merge_ops %d runs past the %d ordered ops: %w",
 			name, len(ents), start, e.nOrdered, ErrCorrupt)
 	}
-	return checkEntryList(name, ents, e.order, start, e.scratch, e.bs)
+	return checkEntryList(name, ents, e.order, start, e.scratch, e.hdr.BufferSize, e.bs)
 }
 
-func checkEntryList(name string, ents []cow.ScratchEntry, order []cow.Op, start int, s cow.ScratchLayout, bs int64) error {
-	dataEnd := s.DataOffset + s.DataBlocks*bs
-	seen := make(map[uint64]int, len(ents))
+// checkEntryList verifies scratch entries: new_blocks exactly the merge
+// order from start; each entry's block of data inside the scratch region
+// (after the entry list and its terminator, before header_size +
+// buffer_size) and not overlapping another entry's. AOSP writes the data at
+// header_size + metadata size + i*block_size, which this engine does too;
+// the check accepts any such placement so that a window persisted with a
+// different metadata size (a smaller read-ahead area) is still replayed.
+func checkEntryList(name string, ents []cow.ScratchEntry, order []cow.Op, start int, s cow.ScratchLayout, bufferSize uint32, bs int64) error {
+	lo := s.MetadataOffset + int64(len(ents)+1)*cow.ScratchEntrySize
+	hi := s.StateOffset + int64(bufferSize)
+	offs := make([]int64, 0, len(ents))
 	for k, en := range ents {
 		if want := order[start+k].NewBlock; en.NewBlock != want {
 			return fmt.Errorf("merge: %s: scratch entry %d has new_block %d, merge order op %d has %d: %w",
 				name, k, en.NewBlock, start+k, want, ErrCorrupt)
 		}
 		off := int64(en.FileOffset)
-		if en.FileOffset > uint64(dataEnd) || off < s.DataOffset || off+bs > dataEnd || (off-s.DataOffset)%bs != 0 {
-			return fmt.Errorf("merge: %s: scratch entry %d file_offset %#x outside the data area [%#x, %#x) or unaligned: %w",
-				name, k, en.FileOffset, s.DataOffset, dataEnd, ErrCorrupt)
+		if en.FileOffset > uint64(hi) || off < lo || off+bs > hi {
+			return fmt.Errorf("merge: %s: scratch entry %d file_offset %#x: its block is not inside [%#x, %#x) of the scratch region: %w",
+				name, k, en.FileOffset, lo, hi, ErrCorrupt)
 		}
-		if j, dup := seen[en.FileOffset]; dup {
-			return fmt.Errorf("merge: %s: scratch entries %d and %d share file_offset %#x: %w", name, j, k, en.FileOffset, ErrCorrupt)
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	for i := 1; i < len(offs); i++ {
+		if offs[i]-offs[i-1] < bs {
+			return fmt.Errorf("merge: %s: scratch data blocks at %#x and %#x overlap: %w", name, offs[i-1], offs[i], ErrCorrupt)
 		}
-		seen[en.FileOffset] = k
 	}
 	return nil
 }
