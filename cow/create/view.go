@@ -138,6 +138,13 @@ func (v *View) Blocks() uint64 { return max(v.blocks, blocksOf(v.base.Size, v.bs
 
 // ReadBlock fills buf (one block) with block b of the snapshot.
 func (v *View) ReadBlock(b uint64, buf []byte) error {
+	if err := v.readBlock(b, buf); err != nil {
+		return fmt.Errorf("create: snapshot block %d: %w", b, err)
+	}
+	return nil
+}
+
+func (v *View) readBlock(b uint64, buf []byte) error {
 	buf = buf[:v.bs]
 	s, ok := v.slot[b]
 	if !ok || s.merged {
@@ -145,7 +152,7 @@ func (v *View) ReadBlock(b uint64, buf []byte) error {
 	}
 	if s.scratch != 0 {
 		if _, err := v.cowData.ReadAt(buf, s.scratch); err != nil {
-			return fmt.Errorf("block %d: scratch copy at %#x: %w", b, s.scratch, err)
+			return fmt.Errorf("scratch copy at %#x: %w", s.scratch, err)
 		}
 		return nil
 	}
@@ -155,27 +162,27 @@ func (v *View) ReadBlock(b uint64, buf []byte) error {
 		clear(buf)
 	case cow.OpCopy:
 		if err := v.base.readPadded(buf, int64(op.Source)*int64(v.bs)); err != nil {
-			return fmt.Errorf("block %d: copy op %d: %w", b, s.op, err)
+			return fmt.Errorf("copy op %d: %w", s.op, err)
 		}
 	case cow.OpReplace:
 		n, err := v.r.ReadOpData(s.op, buf, int(s.within)*v.bs)
 		if err != nil {
-			return fmt.Errorf("block %d: %w", b, err)
+			return err
 		}
 		if n != v.bs {
-			return fmt.Errorf("block %d: replace op %d decoded to %d bytes, want %d", b, s.op, n, v.bs)
+			return fmt.Errorf("replace op %d decoded to %d bytes, want %d", s.op, n, v.bs)
 		}
 	case cow.OpXor:
 		n, err := v.r.ReadOpData(s.op, buf, 0)
 		if err != nil {
-			return fmt.Errorf("block %d: %w", b, err)
+			return err
 		}
 		if n != v.bs {
-			return fmt.Errorf("block %d: xor op %d decoded to %d bytes, want %d", b, s.op, n, v.bs)
+			return fmt.Errorf("xor op %d decoded to %d bytes, want %d", s.op, n, v.bs)
 		}
 		src := make([]byte, v.bs)
 		if err := v.base.readPadded(src, int64(op.Source)); err != nil {
-			return fmt.Errorf("block %d: xor op %d: %w", b, s.op, err)
+			return fmt.Errorf("xor op %d: %w", s.op, err)
 		}
 		for i := range buf {
 			buf[i] ^= src[i]
@@ -226,7 +233,7 @@ func (v *View) Verify(ctx context.Context, want Image, threads int, progress fun
 				break
 			}
 			got := gbuf[i*v.bs : (i+1)*v.bs]
-			if err := v.ReadBlock(b, got); err != nil {
+			if err := v.readBlock(b, got); err != nil {
 				note(&Mismatch{Block: b, Reason: err.Error()})
 				break
 			}
