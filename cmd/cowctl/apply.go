@@ -85,14 +85,14 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		}
 	}
 	start := time.Now()
-	if out != "" {
-		// An interrupted or failed -o run leaves no half-merged image.
-		defer func() {
-			if err != nil {
-				os.Remove(out)
-			}
-		}()
-	}
+	outCreated := false
+	defer func() {
+		// An interrupted or failed -o run leaves no half-merged image (but
+		// never removes a file it did not create).
+		if err != nil && outCreated {
+			os.Remove(out)
+		}
+	}()
 	r, err := cow.Open(cowPath, nil)
 	if err != nil {
 		return err
@@ -123,6 +123,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		if cowF, err = openOverlay(cowPath, &hdr); err != nil {
 			return err
 		}
+		outCreated = true
 		if base, err = copyImage(ctx, srcPath, out, stderr); err != nil {
 			cowF.Close()
 			return err
@@ -139,6 +140,8 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	if size < 0 {
 		size = max(baseSize, int64(needBlocks)*bs)
+	} else if end := int64(needBlocks) * bs; end-bs >= size {
+		return fmt.Errorf("apply: %s writes block %d, past --size %d", cowPath, needBlocks-1, size)
 	}
 	// Grow to whole blocks covering every op (idempotent on a re-run).
 	work := (max(size, int64(needBlocks)*bs, baseSize) + bs - 1) / bs * bs

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -262,4 +263,28 @@ func TestApplyOutputRemovedOnFailure(t *testing.T) {
 		t.Fatalf("failed apply left %s (error was %v)", out, err)
 	}
 	t.Log(err)
+}
+
+// TestApplyKeepsForeignOutput: an -o file that existed before a run which
+// failed early is left alone; ops past --size are refused.
+func TestApplyKeepsForeignOutput(t *testing.T) {
+	pair := createtest.Pairs(32, 64)[0]
+	dir := t.TempDir()
+	src := writeFile(t, filepath.Join(dir, "src.img"), pair.Source)
+	tgt := writeFile(t, filepath.Join(dir, "tgt.img"), pair.Target)
+	out := writeFile(t, filepath.Join(dir, "precious.img"), []byte("keep me"))
+	if _, _, err := runTool(t, runApply, "--source", src, "--cow", filepath.Join(dir, "missing.cow"), "-o", out); err == nil {
+		t.Fatal("apply with a missing COW succeeded")
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "keep me" {
+		t.Fatalf("pre-existing output changed: %q %v", b, err)
+	}
+	cowPath := filepath.Join(dir, "x.cow")
+	if _, _, err := runTool(t, runCreate, "--source", src, "--target", tgt, "-o", cowPath); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := runTool(t, runApply, "--source", src, "--cow", cowPath, "--in-place", "--size", "4096")
+	if err == nil || !strings.Contains(err.Error(), "past --size") {
+		t.Fatalf("ops past --size: %v", err)
+	}
 }
