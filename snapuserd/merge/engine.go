@@ -13,7 +13,6 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
-	"golang.org/x/sys/unix"
 )
 
 // ErrCorrupt marks on-disk merge state (header, scratch region) that breaks
@@ -465,7 +464,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		done := make(chan error, 1)
 		go func() {
 			runtime.LockOSThread()
-			if perr := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), e.opts.Nice); perr != nil {
+			if perr := setThreadNice(e.opts.Nice); perr != nil {
 				e.logf("merge: setpriority(%d): %v", e.opts.Nice, perr)
 			}
 			done <- e.run(ctx)

@@ -29,6 +29,8 @@ const (
 	DefaultMergeThreads = 2
 	// BackgroundNice is ANDROID_PRIORITY_BACKGROUND.
 	BackgroundNice = 10
+	// uringDepth is the io_uring queue depth of merge writes.
+	uringDepth = 8
 )
 
 // Options tune an Engine. The zero value (or nil) is valid and matches AOSP.

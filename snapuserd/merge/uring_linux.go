@@ -18,8 +18,6 @@ import (
 // merge (the window is rewritten from its buffer, which is idempotent).
 
 const (
-	uringDepth = 8
-
 	ioringOffSQRing = 0
 	ioringOffCQRing = 0x8000000
 	ioringOffSQEs   = 0x10000000
@@ -192,3 +190,6 @@ func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
 	}
 	return nil
 }
+
+// setThreadNice sets the nice value of the calling thread.
+func setThreadNice(n int) error { return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), n) }

@@ -18,3 +18,5 @@ func (r *uring) close() {}
 func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
 	return errors.New("io_uring: not supported on this OS")
 }
+
+func setThreadNice(n int) error { return errors.New("thread priority: not supported on this OS") }
