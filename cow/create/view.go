@@ -67,9 +67,11 @@ func (v *View) loadScratch(cowData io.ReaderAt, next []int) error {
 		if i >= len(next) || ops[next[i]].NewBlock != e.NewBlock || !ops[next[i]].Type.IsOrdered() {
 			return fmt.Errorf("create: scratch entry %d (new_block %d) is not the next ordered op of the merge order", i, e.NewBlock)
 		}
-		lo, hi := s.DataOffset, s.DataOffset+s.DataBlocks*int64(v.bs)
-		if off := int64(e.FileOffset); off < lo || off+int64(v.bs) > hi {
-			return fmt.Errorf("create: scratch entry %d: file_offset %#x outside the scratch data area", i, e.FileOffset)
+		// AOSP puts the data right after the entry list area, but a window
+		// may sit anywhere in the scratch region past the entries.
+		lo, hi := s.MetadataOffset, int64(h.HeaderSize)+int64(h.BufferSize)
+		if off := int64(e.FileOffset); off < lo || off > hi-int64(v.bs) {
+			return fmt.Errorf("create: scratch entry %d: file_offset %#x outside the scratch region", i, e.FileOffset)
 		}
 		sl := v.slot[e.NewBlock]
 		sl.scratch = int64(e.FileOffset)
