@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
 )
+
+var powerLossSeeds = flag.Int("merge.powerloss-seeds", 0, "seeds per variant of TestPowerLoss (0 = default; raise for a soak)")
 
 var crashVariants = []struct {
 	name string
@@ -100,6 +103,9 @@ func TestPowerLoss(t *testing.T) {
 			}
 			if testing.Short() {
 				seeds = 10
+			}
+			if *powerLossSeeds > 0 {
+				seeds = *powerLossSeeds
 			}
 			img := generate(t, v.gen)
 			// Count the calls of a clean run to pick crash points.
