@@ -177,3 +177,23 @@ func TestMemFileCrashClone(t *testing.T) {
 		t.Fatal("crash clone of a closed file lost data")
 	}
 }
+
+func TestCrashCloneTornWrites(t *testing.T) {
+	m := NewMemFile("m", make([]byte, 16))
+	m.WriteAt([]byte("abcdefghij"), 3) // pages of 4: [3,4) [4,8) [8,12) [12,13)
+	images := map[string]bool{}
+	for s := uint64(0); s < 200; s++ {
+		c := m.CrashClone(CrashCloneConfig{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(s, 9)), PageSize: 4})
+		b := c.Bytes()
+		for _, page := range [][2]int{{3, 4}, {4, 8}, {8, 12}, {12, 13}} {
+			got := b[page[0]:page[1]]
+			if !bytes.Equal(got, make([]byte, len(got))) && !bytes.Equal(got, []byte("abcdefghij")[page[0]-3:page[1]-3]) {
+				t.Fatalf("page %v torn inside: %q", page, got)
+			}
+		}
+		images[string(b)] = true
+	}
+	if len(images) != 16 {
+		t.Fatalf("%d distinct torn images, want 16", len(images))
+	}
+}

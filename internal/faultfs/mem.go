@@ -163,6 +163,10 @@ type CrashCloneConfig struct {
 	UnsyncedDataPercent int
 	// RNG picks the survivors; nil means keep none of them.
 	RNG *rand.Rand
+	// PageSize, if > 0, tears unsynced writes: each write is split at
+	// PageSize boundaries of the file and every piece survives on its own,
+	// as a disk cache writes back pages independently.
+	PageSize int
 }
 
 // CrashClone returns a new MemFile (open, everything durable) holding the
@@ -172,14 +176,28 @@ func (m *MemFile) CrashClone(cfg CrashCloneConfig) *MemFile {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	buf := append([]byte(nil), m.durable...)
+	keep := func() bool {
+		return cfg.RNG != nil && cfg.UnsyncedDataPercent > 0 && cfg.RNG.IntN(100) < cfg.UnsyncedDataPercent
+	}
 	for _, op := range m.pending {
-		if cfg.RNG == nil || cfg.UnsyncedDataPercent <= 0 || cfg.RNG.IntN(100) >= cfg.UnsyncedDataPercent {
-			continue
-		}
-		if op.truncate {
-			buf = applyTruncate(buf, op.off)
-		} else {
-			buf = applyWrite(buf, op.data, op.off)
+		switch {
+		case op.truncate:
+			if keep() {
+				buf = applyTruncate(buf, op.off)
+			}
+		case cfg.PageSize > 0:
+			ps := int64(cfg.PageSize)
+			for off := op.off; off < op.off+int64(len(op.data)); {
+				end := min((off/ps+1)*ps, op.off+int64(len(op.data)))
+				if keep() {
+					buf = applyWrite(buf, op.data[off-op.off:end-op.off], off)
+				}
+				off = end
+			}
+		default:
+			if keep() {
+				buf = applyWrite(buf, op.data, op.off)
+			}
 		}
 	}
 	return &MemFile{name: m.name, cur: buf, durable: append([]byte(nil), buf...)}
