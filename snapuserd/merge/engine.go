@@ -19,6 +19,13 @@ import (
 // the merge invariants, and merge orders the engine cannot apply.
 var ErrCorrupt = errors.New("merge: inconsistent merge state")
 
+// ErrUnsafe is returned by New for a COW without scratch region whose
+// ordered ops include one that overwrites its own source (an Xor op at the
+// same block): after an interruption it could not be replayed correctly, as
+// the source would already hold the result. Options.AllowUnsafeInPlace
+// merges such COWs anyway (AOSP's behaviour).
+var ErrUnsafe = errors.New("merge: merge cannot be made crash-safe")
+
 // ErrFailed is returned by ReadBlock for blocks of a window the merge
 // failed on, and by Run after an earlier failure.
 var ErrFailed = errors.New("merge: merge failed")
@@ -255,6 +262,10 @@ func (e *Engine) validateOrder(baseSize int64) error {
 		case cow.OpXor:
 			if op.Source > uint64(baseSize) || uint64(baseSize)-op.Source < uint64(e.bs) {
 				return bad(i, op, fmt.Sprintf("source bytes past the end of %s", e.base.Name()))
+			}
+			if a, b, _ := e.srcBlocks(op); !e.hasScratch && !e.opts.AllowUnsafeInPlace && (op.NewBlock == a || op.NewBlock == b) {
+				return fmt.Errorf("merge: %s: merge-order op %d (%s) overwrites its own source and the COW has no scratch region "+
+					"(buffer_size 0), so an interrupted merge would apply it twice: %w", e.cowF.Name(), i, op, ErrUnsafe)
 			}
 		}
 	}

@@ -647,3 +647,49 @@ func TestReplayShiftedScratchData(t *testing.T) {
 		t.Fatal(d)
 	}
 }
+
+// TestInPlaceXorWithoutScratch: an Xor op reading its own destination block
+// cannot be replayed without the scratch copy; New refuses it unless told
+// otherwise, and merges it with scratch.
+func TestInPlaceXorWithoutScratch(t *testing.T) {
+	nb := 16
+	base := make([]byte, nb*bs)
+	for i := range base {
+		base[i] = byte(i * 7)
+	}
+	payload := bytes.Repeat([]byte{0x5a}, bs)
+	for _, off := range []uint64{0, 100} { // aligned in place; unaligned, reading blocks 4 and 5
+		src := &fakeSource{
+			order:   []cow.Op{{Type: cow.OpXor, NewBlock: 5, Source: 5*bs - off, DataLength: bs}},
+			payload: map[uint64][]byte{5: payload},
+		}
+		if off != 0 {
+			src.order[0].Source = 4*bs + off
+		}
+		target := append([]byte(nil), base...)
+		s := src.order[0].Source
+		for j := 0; j < bs; j++ {
+			target[5*bs+j] = base[int(s)+j] ^ 0x5a
+		}
+		_, err := New(faultfs.NewMemFile("c", makeCOW(t, 2, false)), faultfs.NewMemFile("b", base), src, nil)
+		if !errors.Is(err, ErrUnsafe) {
+			t.Fatalf("off %d: New without scratch = %v, want ErrUnsafe", off, err)
+		}
+		for _, o := range []struct {
+			scratch bool
+			opts    *Options
+		}{{false, &Options{AllowUnsafeInPlace: true}}, {true, nil}} {
+			bf := faultfs.NewMemFile("b", base)
+			e, err := New(faultfs.NewMemFile("c", makeCOW(t, 2, o.scratch)), bf, src, o.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if d := diffBlocks(bf.Bytes(), target); d != "" {
+				t.Fatalf("off %d scratch %v: %s", off, o.scratch, d)
+			}
+		}
+	}
+}

@@ -48,6 +48,10 @@ type Options struct {
 	// Nice, if non-zero, is the nice value of the merge thread (Linux
 	// setpriority on the thread; BackgroundNice for AOSP's default).
 	Nice int
+	// AllowUnsafeInPlace merges COWs without scratch region even if an
+	// ordered op overwrites its own source (see ErrUnsafe); an interrupted
+	// merge of such a COW may then corrupt that block, as in AOSP.
+	AllowUnsafeInPlace bool
 	// IOUring sends window writes (and their fsync) through io_uring when
 	// the base is a *faultfs.OSFile and the kernel supports it (-io_uring,
 	// ro.virtual_ab.io_uring.enabled). Any io_uring error falls back to
