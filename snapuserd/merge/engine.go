@@ -237,6 +237,9 @@ func (e *Engine) validateOrder(baseSize int64) error {
 	for e.nOrdered < len(e.order) && e.order[e.nOrdered].Type.IsOrdered() {
 		e.nOrdered++
 	}
+	// Blocks written by earlier ordered ops: no later op may read them
+	// (VerifyMergeOps' rule; the read-ahead windows depend on it).
+	written := make(map[uint64]int, e.nOrdered)
 	for i := range e.order {
 		op := &e.order[i]
 		switch op.Type {
@@ -254,6 +257,14 @@ func (e *Engine) validateOrder(baseSize int64) error {
 		if op.NewBlock > e.baseBlocks || op.Blocks() > e.baseBlocks-op.NewBlock {
 			return bad(i, op, fmt.Sprintf("destination past the end of %s (%d blocks)", e.base.Name(), e.baseBlocks))
 		}
+		if op.Type.IsOrdered() {
+			a, b, _ := e.srcBlocks(op)
+			for _, sb := range []uint64{a, b} {
+				if j, ok := written[sb]; ok {
+					return bad(i, op, fmt.Sprintf("reads block %d, which merge-order op %d already overwrote", sb, j))
+				}
+			}
+		}
 		switch op.Type {
 		case cow.OpCopy:
 			if op.Source >= e.baseBlocks {
@@ -267,6 +278,9 @@ func (e *Engine) validateOrder(baseSize int64) error {
 				return fmt.Errorf("merge: %s: merge-order op %d (%s) overwrites its own source and the COW has no scratch region "+
 					"(buffer_size 0), so an interrupted merge would apply it twice: %w", e.cowF.Name(), i, op, ErrUnsafe)
 			}
+		}
+		if op.Type.IsOrdered() {
+			written[op.NewBlock] = i
 		}
 	}
 	return nil

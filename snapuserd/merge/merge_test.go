@@ -388,6 +388,8 @@ func TestBadOrder(t *testing.T) {
 		{"copy source past end", []cow.Op{{Type: cow.OpCopy, NewBlock: 1, Source: nb}}},
 		{"xor source past end", []cow.Op{{Type: cow.OpXor, NewBlock: 1, Source: nb*bs - 100}}},
 		{"label in order", []cow.Op{{Type: cow.OpLabel, Source: 1}}},
+		{"copy reads an earlier destination", []cow.Op{{Type: cow.OpCopy, NewBlock: 3, Source: 1}, {Type: cow.OpCopy, NewBlock: 4, Source: 3}}},
+		{"xor reads an earlier destination", []cow.Op{{Type: cow.OpCopy, NewBlock: 3, Source: 1}, {Type: cow.OpXor, NewBlock: 9, Source: 2*bs + 1}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
