@@ -39,7 +39,13 @@
 // engine instead ends such a window just before the op whose destination is a
 // source of an earlier op of the same window, so that replaying an
 // uncommitted window after a crash always reads intact sources. The resulting
-// num_merge_ops values are ones AOSP resumes from as well.
+// num_merge_ops values are ones AOSP resumes from as well. An Xor op that
+// overwrites its own source cannot be replayed at all without the scratch
+// copy; New refuses such COWs (ErrUnsafe) unless Options.AllowUnsafeInPlace.
+//
+// New also checks the merge order itself: data op types, ordered ops first,
+// destinations and sources inside the base device, and no ordered op reading
+// a block an earlier op overwrote (the rule every window relies on).
 //
 // io_uring (Options.IOUring): window writes go out as linked WRITE SQEs with
 // a drained FSYNC (queue depth 8); any io_uring error falls back to
