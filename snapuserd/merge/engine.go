@@ -2,7 +2,6 @@ package merge
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -576,34 +575,4 @@ func (e *Engine) IOURing() (writes int64, fallback error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.uringOps.Load(), e.uringErr
-}
-
-// commit durably records num_merge_ops = merged (and read_ahead_state = 1
-// with scratch, in runs with ordered ops) in one write of the header page,
-// then syncs the COW (CommitMerge; snapuserd.md §5). Without scratch the
-// header alone is written, as AOSP's pwrite of header_size bytes.
-func (e *Engine) commit(merged uint64) error {
-	binary.LittleEndian.PutUint64(e.page[cow.OffsetNumMergeOps:], merged)
-	// As AOSP, the state byte is only touched by a run that has a
-	// read-ahead phase (unmerged ordered ops when the handler started);
-	// otherwise the page is rewritten with the state byte as found.
-	if e.hasScratch && len(e.windows) > 0 {
-		e.page[len(e.page)-1] = cow.ReadAheadInProgress
-	}
-	if err := faultfs.WriteFull(e.cowF, e.page, 0); err != nil {
-		return fmt.Errorf("merge: commit num_merge_ops=%d: %w", merged, err)
-	}
-	if err := e.cowF.Sync(); err != nil {
-		return fmt.Errorf("merge: commit num_merge_ops=%d: sync %s: %w", merged, e.cowF.Name(), err)
-	}
-	e.mu.Lock()
-	e.merged = merged
-	e.mu.Unlock()
-	return nil
-}
-
-func (e *Engine) checkpoint(c Checkpoint) {
-	if e.opts.OnCheckpoint != nil {
-		e.opts.OnCheckpoint(c)
-	}
 }

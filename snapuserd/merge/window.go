@@ -97,41 +97,6 @@ func (e *Engine) readPayload(k int, p []byte, ignore int) error {
 	return nil
 }
 
-// persistWindow writes the window to the scratch region and marks it Done:
-// metadata + data, sync, read_ahead_state = 2, sync (ReadAheadIOCompleted).
-func (e *Engine) persistWindow(w *window) error {
-	s := e.scratch
-	// The metadata area ends where the data area starts; AOSP writes
-	// MetadataSize bytes from header_size+1 and then the data, which
-	// restores the one overlapping byte. Writing MetadataSize-1 bytes leaves
-	// the same image.
-	meta := make([]byte, 0, s.MetadataSize-1)
-	for k := 0; k < w.n; k++ {
-		meta = cow.AppendScratchEntry(meta, cow.ScratchEntry{
-			NewBlock:   e.order[w.start+k].NewBlock,
-			FileOffset: uint64(s.DataOffset + int64(k)*e.bs),
-		})
-	}
-	meta = meta[:s.MetadataSize-1] // zero terminator and padding
-	if err := faultfs.WriteFull(e.cowF, meta, s.MetadataOffset); err != nil {
-		return fmt.Errorf("merge: writing scratch metadata: %w", err)
-	}
-	if err := faultfs.WriteFull(e.cowF, w.buf, s.DataOffset); err != nil {
-		return fmt.Errorf("merge: writing scratch data: %w", err)
-	}
-	if err := e.cowF.Sync(); err != nil {
-		return fmt.Errorf("merge: syncing scratch region: %w", err)
-	}
-	if err := faultfs.WriteFull(e.cowF, []byte{cow.ReadAheadDone}, s.StateOffset); err != nil {
-		return fmt.Errorf("merge: setting read_ahead_state: %w", err)
-	}
-	if err := e.cowF.Sync(); err != nil {
-		return fmt.Errorf("merge: syncing read_ahead_state: %w", err)
-	}
-	e.page[len(e.page)-1] = cow.ReadAheadDone
-	return nil
-}
-
 // loadScratchWindow validates the persisted window (read_ahead_state 2) and
 // loads its data (ReconstructDataFromCow).
 func (e *Engine) loadScratchWindow() (*window, error) {
