@@ -3,9 +3,9 @@ package cow
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# make demo: build a source and a target partition image from this machine's
-# ELF files, diff them into v3 (lz4, 64 KiB factor) and v2 (gz) COW images the
-# way AOSP create_snapshot does, inspect them with cowctl, merge each COW into
-# the source in merge order (in place, as snapuserd does) and check that the
-# result is the target, byte for byte.
+# make demo: the main job on built-in defaults. From this machine's ELF files it
+# makes a source partition image and an updated (grown) target image, then:
+#   1. cowctl create   diffs them into v3 (lz4, 64 KiB factor) and v2 (gz) COWs,
+#                      the way AOSP create_snapshot does (safe merge order);
+#   2. cowctl inspect  parses each COW, verifies the merge sequence and
+#                      decompresses every op;
+#   3. cowctl verify   reconstructs the snapshot view from source + COW;
+#   4. cowctl apply    merges the COW into a copy of the source in place with
+#                      snapuserd's crash-safe merge engine and compares the
+#                      result with the target, byte for byte.
+# It ends with the AOSP-identical cow_v2 fixture that the v2 writer rebuilds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,39 +20,43 @@ trap 'rm -rf "$WORK"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "building cowctl and mkcow"
+step "building the tools"
 mkdir -p "$BIN"
-[ -x "$BIN/cowctl" ] || $GO build -o "$BIN/" ./cmd/cowctl
+$GO build -o "$BIN/" ./cmd/...
 $GO build -o "$WORK/mkcow" ./cow/testdata/mkcow
-MKCOW="$WORK/mkcow"
 
 step "making an 8 MiB source image and an updated 9 MiB target image"
-"$MKCOW" images -mib 8 "$WORK"
+"$WORK/mkcow" images -mib 8 "$WORK"
+SIZE=$(stat -c %s "$WORK/target.img")
 
-step "diffing them into COW images (v3 lz4 64K factor, v2 gz 1024-op clusters)"
-"$MKCOW" diff -version 3 -compression lz4 -factor 65536 "$WORK/source.img" "$WORK/target.img" "$WORK/system_v3.cow"
-"$MKCOW" diff -version 2 -compression gz "$WORK/source.img" "$WORK/target.img" "$WORK/system_v2.cow"
+for v in "3 lz4 --compression-factor 64K" "2 gz"; do
+	set -- $v
+	ver=$1 comp=$2 cowf="$WORK/system_v$1.cow"
+	shift 2
+	step "cowctl create --cow-version $ver --compression $comp $*"
+	"$BIN/cowctl" create --source "$WORK/source.img" --target "$WORK/target.img" -o "$cowf" \
+		--cow-version "$ver" --compression "$comp" --xor "$@"
 
-for cow in system_v3.cow system_v2.cow; do
-	step "cowctl inspect --layout --verify-merge-sequence --decompress $cow"
-	"$BIN/cowctl" inspect --layout --verify-merge-sequence --decompress "$WORK/$cow" | sed -n '1,40p'
+	step "cowctl inspect --verify-merge-sequence --decompress system_v$ver.cow"
+	"$BIN/cowctl" inspect --verify-merge-sequence --decompress "$cowf" | sed -n '1,24p'
 
-	step "merging $cow into the source in merge order and comparing with the target"
-	"$MKCOW" merge "$WORK/source.img" "$WORK/$cow" "$WORK/merged.img"
-	if cmp -s "$WORK/merged.img" "$WORK/target.img"; then
-		echo "merged image == target image ($(stat -c %s "$WORK/target.img") bytes)"
+	step "cowctl verify: source + COW == target"
+	"$BIN/cowctl" verify --source "$WORK/source.img" --cow "$cowf" --target "$WORK/target.img"
+
+	step "cowctl apply --in-place (the offline merge) and compare with the target"
+	cp "$WORK/source.img" "$WORK/base.img"
+	"$BIN/cowctl" apply --source "$WORK/base.img" --cow "$cowf" --in-place --size "$SIZE"
+	if cmp -s "$WORK/base.img" "$WORK/target.img"; then
+		echo "merged image == target image ($SIZE bytes)"
 	else
 		echo "MISMATCH: merged image differs from the target" >&2
 		exit 1
 	fi
+	"$BIN/cowctl" inspect "$cowf" | grep -i 'merge ops' || true
 done
 
-step "first ops of the v3 COW in merge order (cowctl inspect --show-ops --order merge)"
-"$BIN/cowctl" inspect --show-ops --order merge "$WORK/system_v3.cow" | sed -n '/^Merge order\|^ *[0-9]/p' | sed -n '1,12p' || true
-
-step "AOSP write_cow -write_legacy rebuilt with the Go v2 writer (cow/testdata/v2_legacy.cow)"
-echo "SHA-256 $(sha256sum cow/testdata/v2_legacy.cow | cut -d' ' -f1)"
-echo "AOSP tools/testdata/cow_v2: afd7288855d0d9afd55e87910cc1886d7e73b97876cc4d15b85303d8027c8e2f"
+step "the AOSP write_cow -write_legacy fixture, rebuilt bit for bit by our v2 writer"
+sha256sum cow/testdata/v2_legacy.cow
 "$BIN/cowctl" inspect --show-ops cow/testdata/v2_legacy.cow
 
 echo

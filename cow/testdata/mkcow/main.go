@@ -3,13 +3,10 @@
 //
 //	go run ./cow/testdata/mkcow [fixtures] [-dir cow/testdata]
 //	go run ./cow/testdata/mkcow images [-mib 8] DIR          # DIR/source.img, DIR/target.img
-//	go run ./cow/testdata/mkcow diff [flags] SOURCE TARGET OUT.cow
-//	go run ./cow/testdata/mkcow merge SOURCE COW OUT.img
 //
 // cow's TestFixtures rebuilds every fixture in memory and compares it with
-// the checked-in file byte for byte. images/diff/merge back scripts/demo.sh:
-// diff writes a COW the way AOSP create_snapshot does (copies in a safe merge
-// order, replaces, zeros, labels), merge applies it in place in merge order.
+// the checked-in file byte for byte. images backs scripts/demo.sh, which
+// diffs, applies and verifies them with cowctl.
 package main
 
 import (
@@ -21,8 +18,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/vabc-go/vabc/cow"
-	"github.com/vabc-go/vabc/cow/internal/cowdiff"
 	"github.com/vabc-go/vabc/cow/internal/cowfixture"
 )
 
@@ -38,12 +33,8 @@ func main() {
 		err = fixtures(args)
 	case "images":
 		err = images(args)
-	case "diff":
-		err = diff(args)
-	case "merge":
-		err = merge(args)
 	default:
-		err = fmt.Errorf("unknown command %q (fixtures, images, diff, merge)", cmd)
+		err = fmt.Errorf("unknown command %q (fixtures, images)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkcow:", err)
@@ -137,94 +128,4 @@ func elfData(n int) []byte {
 		out = append(out, cowfixture.Data(7, n-len(out))...)
 	}
 	return out[:n]
-}
-
-func diff(args []string) error {
-	fl := flag.NewFlagSet("diff", flag.ExitOnError)
-	version := fl.Int("version", 3, "COW version: 2 or 3")
-	comp := fl.String("compression", "lz4", "compression \"<algo>[,<level>]\": none, gz, brotli, lz4, zstd (snappy, xz with -allow-nonstandard)")
-	factor := fl.Uint("factor", 65536, "v3 compression factor (max_compression_size)")
-	clusterOps := fl.Uint("cluster-ops", cow.DefaultClusterOps, "v2 cluster_ops")
-	nonstd := fl.Bool("allow-nonstandard", false, "allow the non-AOSP algorithms snappy and xz")
-	fl.Parse(args)
-	if fl.NArg() != 3 {
-		return errors.New("usage: mkcow diff [flags] SOURCE TARGET OUT.cow")
-	}
-	src, err := os.ReadFile(fl.Arg(0))
-	if err != nil {
-		return err
-	}
-	tgt, err := os.ReadFile(fl.Arg(1))
-	if err != nil {
-		return err
-	}
-	opts := cow.WriterOptions{
-		CompressionFactor: uint32(*factor), ClusterOps: uint32(*clusterOps),
-		MaxBlocks: uint64(len(tgt) / cow.DefaultBlockSize), AllowNonstandard: *nonstd, Path: fl.Arg(2),
-	}
-	if err := opts.SetCompression(*comp); err != nil {
-		return err
-	}
-	f, err := os.Create(fl.Arg(2))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	var w cow.Writer
-	switch *version {
-	case 2:
-		w, err = cow.NewWriterV2(f, opts)
-	case 3:
-		w, err = cow.NewWriterV3(f, opts)
-	default:
-		return fmt.Errorf("unsupported COW version %d", *version)
-	}
-	if err != nil {
-		return err
-	}
-	st, err := cowdiff.Write(w, src, tgt, cow.DefaultBlockSize, true)
-	if err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	fmt.Printf("%s: v%d %s, %d bytes for a %d-byte target (%.1f%%): %d blocks, %d unchanged, %d copy, %d replace (%d from cycles), %d zero\n",
-		fl.Arg(2), *version, *comp, w.Size(), len(tgt), 100*float64(w.Size())/float64(len(tgt)),
-		st.Blocks, st.Unchanged, st.Copies, st.Replaces, st.Cycles, st.Zeros)
-	return f.Close()
-}
-
-func merge(args []string) error {
-	fl := flag.NewFlagSet("merge", flag.ExitOnError)
-	fl.Parse(args)
-	if fl.NArg() != 3 {
-		return errors.New("usage: mkcow merge SOURCE COW OUT.img")
-	}
-	src, err := os.ReadFile(fl.Arg(0))
-	if err != nil {
-		return err
-	}
-	r, err := cow.Open(fl.Arg(1), nil)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	// The base must hold every block the COW writes (the partition may grow).
-	var end uint64
-	for _, op := range r.Ops() {
-		if !op.Type.IsMetadata() {
-			end = max(end, op.NewBlock+op.Blocks())
-		}
-	}
-	base := make([]byte, max(len(src), int(end)*int(r.Header().BlockSize)))
-	copy(base, src)
-	if err := cowdiff.Merge(r, base); err != nil {
-		return err
-	}
-	if err := os.WriteFile(fl.Arg(2), base, 0o644); err != nil {
-		return err
-	}
-	fmt.Printf("%s: merged %d ops in merge order into %d bytes\n", fl.Arg(2), len(r.MergeOrder()), len(base))
-	return nil
 }
