@@ -282,6 +282,12 @@ func compress(c Compressor, raw []byte, quality int) ([]byte, error) {
 		if quality == 0 {
 			quality = 9
 		}
+		// Brotli's high-quality hashers clear multi-MiB tables on setup,
+		// which dominates for the tiny control streams; small inputs lose
+		// nothing measurable at a lower quality.
+		if len(raw) < 16<<10 && quality > 5 {
+			quality = 5
+		}
 		var buf bytes.Buffer
 		w := brotli.NewWriterOptions(&buf, brotli.WriterOptions{Quality: quality})
 		if _, err := w.Write(raw); err != nil {

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"errors"
 	"index/suffixarray"
+	"sort"
 )
 
 // Compress returns data as a bzip2 stream with blocks of level×100 kB
@@ -451,54 +452,53 @@ func huffmanLengths(freq []int, limit int) []uint8 {
 	}
 }
 
-// huffman computes unrestricted Huffman code lengths with a deterministic
-// tie-break (lower weight first, then lower node index).
+// huffman computes unrestricted Huffman code lengths with the two-queue
+// method over leaves sorted by (weight, symbol), which makes ties
+// deterministic.
 func huffman(w []int) []uint8 {
 	n := len(w)
-	type node struct {
-		weight int
-		parent int
-	}
-	nodes := make([]node, n, 2*n)
-	for i := range w {
-		nodes[i] = node{w[i], -1}
-	}
-	// Simple O(n^2) selection; alphabets have at most 258 symbols.
-	alive := make([]int, n)
-	for i := range alive {
-		alive[i] = i
-	}
-	pick := func() int {
-		bi := 0
-		for i := 1; i < len(alive); i++ {
-			a, b := nodes[alive[i]], nodes[alive[bi]]
-			if a.weight < b.weight || (a.weight == b.weight && alive[i] < alive[bi]) {
-				bi = i
-			}
-		}
-		x := alive[bi]
-		alive = append(alive[:bi], alive[bi+1:]...)
-		return x
-	}
-	for len(alive) > 1 {
-		a := pick()
-		b := pick()
-		p := len(nodes)
-		nodes = append(nodes, node{nodes[a].weight + nodes[b].weight, -1})
-		nodes[a].parent = p
-		nodes[b].parent = p
-		alive = append(alive, p)
-	}
 	lens := make([]uint8, n)
+	if n == 1 {
+		lens[0] = 1
+		return lens
+	}
+	leaves := make([]int, n)
+	for i := range leaves {
+		leaves[i] = i
+	}
+	sort.Slice(leaves, func(a, b int) bool {
+		if w[leaves[a]] != w[leaves[b]] {
+			return w[leaves[a]] < w[leaves[b]]
+		}
+		return leaves[a] < leaves[b]
+	})
+	// nodes 0..n-1 are leaves, n.. internal
+	weight := append(make([]int, 0, 2*n), w...)
+	parent := make([]int, 2*n)
+	var internal []int
+	li, ii := 0, 0
+	pick := func() int {
+		if li < n && (ii >= len(internal) || weight[leaves[li]] <= weight[internal[ii]]) {
+			li++
+			return leaves[li-1]
+		}
+		ii++
+		return internal[ii-1]
+	}
+	for k := 0; k < n-1; k++ {
+		a, b := pick(), pick()
+		p := len(weight)
+		weight = append(weight, weight[a]+weight[b])
+		parent[a], parent[b] = p, p
+		internal = append(internal, p)
+	}
+	root := len(weight) - 1
+	depth := make([]int, len(weight))
+	for x := root - 1; x >= 0; x-- {
+		depth[x] = depth[parent[x]] + 1
+	}
 	for i := 0; i < n; i++ {
-		d := 0
-		for j := i; nodes[j].parent >= 0; j = nodes[j].parent {
-			d++
-		}
-		if d == 0 {
-			d = 1
-		}
-		lens[i] = uint8(min(d, 255))
+		lens[i] = uint8(min(depth[i], 255))
 	}
 	return lens
 }
