@@ -19,7 +19,6 @@ import (
 	"github.com/vabc-go/vabc/update_engine/ops"
 	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/sign"
-	"google.golang.org/protobuf/proto"
 )
 
 type memImage struct{ b []byte }
@@ -283,54 +282,14 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// verifySigs checks both signatures the way update_engine does (spec §4.1).
+// verifySigs checks both signatures with update_engine/sign (spec §4.1).
 func verifySigs(pl []byte, pub crypto.PublicKey) error {
 	p, err := payload.NewReader(bytes.NewReader(pl), int64(len(pl)))
 	if err != nil {
 		return err
 	}
-	ms := p.Header.MetadataSize()
-	verify := func(digest []byte, sigs *metadata.Signatures) error {
-		if sigs == nil {
-			return fmt.Errorf("no signatures")
-		}
-		for _, s := range sigs.Signatures {
-			data := s.Data
-			if s.UnpaddedSignatureSize != nil && int(s.GetUnpaddedSignatureSize()) <= len(data) {
-				data = data[:s.GetUnpaddedSignatureSize()]
-			}
-			switch k := pub.(type) {
-			case *rsa.PublicKey:
-				if rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, data) == nil {
-					return nil
-				}
-			case *ecdsa.PublicKey:
-				if ecdsa.VerifyASN1(k, digest, data) {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("signature mismatch")
-	}
-	md := sha256.Sum256(pl[:ms])
-	if err := verify(md[:], p.MetadataSignature); err != nil {
-		return fmt.Errorf("metadata: %w", err)
-	}
-	sigOff := p.Header.BlobOffset() + int64(p.Manifest.GetSignaturesOffset())
-	if sigOff+int64(p.Manifest.GetSignaturesSize()) != int64(len(pl)) {
-		return fmt.Errorf("payload signature does not end the file")
-	}
-	h := sha256.New()
-	h.Write(pl[:ms])
-	h.Write(pl[p.Header.BlobOffset():sigOff])
-	ps := new(metadata.Signatures)
-	if err := proto.Unmarshal(pl[sigOff:], ps); err != nil {
-		return err
-	}
-	if err := verify(h.Sum(nil), ps); err != nil {
-		return fmt.Errorf("payload: %w", err)
-	}
-	return nil
+	_, err = sign.Verify(p, sign.Keys{pub})
+	return err
 }
 
 func TestSigned(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"hash/maphash"
+	"hash/crc64"
 	"sync"
 
 	"github.com/vabc-go/vabc/update_engine/bsdiff"
@@ -116,16 +116,17 @@ func (c *Config) planFull(p Partition) *partPlan {
 
 // blockIndex finds source blocks by content.
 type blockIndex struct {
-	seed maphash.Seed
-	m    map[uint64][]int32
+	m map[uint64][]int32
 }
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
 
 const maxSameHash = 4
 
 func newBlockIndex(old []byte, bs int) *blockIndex {
-	x := &blockIndex{seed: maphash.MakeSeed(), m: map[uint64][]int32{}}
+	x := &blockIndex{m: map[uint64][]int32{}}
 	for j := 0; j < len(old)/bs; j++ {
-		h := maphash.Bytes(x.seed, old[j*bs:(j+1)*bs])
+		h := crc64.Checksum(old[j*bs:(j+1)*bs], crcTable)
 		if l := x.m[h]; len(l) < maxSameHash {
 			x.m[h] = append(l, int32(j))
 		}
@@ -133,10 +134,10 @@ func newBlockIndex(old []byte, bs int) *blockIndex {
 	return x
 }
 
-// find returns the lowest source block equal to b, or -1. The seed only
-// affects bucketing; the result depends on content alone.
+// find returns the lowest indexed source block equal to b, or -1. The hash
+// is fixed (CRC-64), so the choice depends on content alone.
 func (x *blockIndex) find(old, b []byte, bs int) int {
-	for _, j := range x.m[maphash.Bytes(x.seed, b)] {
+	for _, j := range x.m[crc64.Checksum(b, crcTable)] {
 		if bytes.Equal(old[int(j)*bs:(int(j)+1)*bs], b) {
 			return int(j)
 		}
