@@ -49,7 +49,7 @@ func NeedsSource(t metadata.InstallOperation_Type) bool {
 	case metadata.InstallOperation_SOURCE_COPY, metadata.InstallOperation_SOURCE_BSDIFF,
 		metadata.InstallOperation_BROTLI_BSDIFF, metadata.InstallOperation_PUFFDIFF,
 		metadata.InstallOperation_ZUCCHINI, metadata.InstallOperation_LZ4DIFF_BSDIFF,
-		metadata.InstallOperation_LZ4DIFF_PUFFDIFF, metadata.InstallOperation_MOVE, metadata.InstallOperation_BSDIFF:
+		metadata.InstallOperation_LZ4DIFF_PUFFDIFF, opMove, opBsdiff:
 		return true
 	}
 	return false
@@ -200,3 +200,10 @@ func typeName(t metadata.InstallOperation_Type) string {
 	}
 	return fmt.Sprintf("type %d", int32(t))
 }
+
+// The deprecated in-place major-1 operations, by number (their generated
+// names carry a deprecation marker).
+const (
+	opMove   metadata.InstallOperation_Type = 2
+	opBsdiff metadata.InstallOperation_Type = 3
+)

@@ -255,8 +255,8 @@ func putOff(b []byte, v int64) {
 
 func TestUnsupported(t *testing.T) {
 	for _, typ := range []metadata.InstallOperation_Type{metadata.InstallOperation_PUFFDIFF, metadata.InstallOperation_ZUCCHINI,
-		metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF, metadata.InstallOperation_MOVE,
-		metadata.InstallOperation_BSDIFF, metadata.InstallOperation_Type(77)} {
+		metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF, opMove,
+		opBsdiff, metadata.InstallOperation_Type(77)} {
 		t.Run(typeName(typ), func(t *testing.T) {
 			err := Execute(&metadata.InstallOperation{Type: typ.Enum()}, nil, Env{BlockSize: bs, Target: make(mem, bs)})
 			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), typeName(typ)) {
