@@ -144,6 +144,11 @@ func (c *Config) normalize() error {
 		if v.CompressionFactor != 0 && v.CowVersion < 3 {
 			return fmt.Errorf("generate: compression factor needs COW version 3")
 		}
+		if v.Compression == "none" {
+			// update_engine drops COW_XOR without compression ("XOR without
+			// compression is useless", delta_performer.cc).
+			v.XOR = false
+		}
 		if v.GroupName == "" {
 			v.GroupName = "default"
 		}

@@ -153,7 +153,9 @@ const (
 // and not covered by a COW_COPY merge operation may need a full block of data
 // (replace, XOR or zero ops stored uncompressed in the worst case) and one op;
 // copy ops cost an op; every install operation a label; merge sequence data 8
-// bytes per ordered block; then fixed overhead and a 1% margin.
+// bytes per ordered block; cluster ops; then fixed overhead and a 1% margin.
+// The data bound holds for any compression_factor: a multi-block op never
+// stores more than its blocks' raw bytes.
 func estimateCow(c *Config, pp *partPlan, pu *metadata.PartitionUpdate, ordered []mergeNode) (size, ops uint64) {
 	bs := uint64(c.BlockSize)
 	nb := uint64(len(pp.p.New)) / bs
@@ -170,7 +172,9 @@ func estimateCow(c *Config, pp *partPlan, pu *metadata.PartitionUpdate, ordered 
 	if c.VABC.CowVersion == 3 {
 		opSize = cowOpSizeV3
 	}
-	ops = written + uint64(len(pu.Operations)) + 2 + 16
+	// v2 writers add a cluster op every 200 ops (cow-format.md); written/100
+	// covers that with room to spare.
+	ops = written + uint64(len(pu.Operations)) + 2 + written/100 + 16
 	size = dataBlocks*bs + ops*opSize + orderedBlocks*8 + cowFixedOverhead
 	size += size / 100
 	return size, ops
