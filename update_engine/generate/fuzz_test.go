@@ -48,6 +48,7 @@ func FuzzGenerate(f *testing.F) {
 			t.Fatal("incremental payload does not reproduce the new image")
 		}
 		simulateMerge(t, res.Manifest.Partitions[0], old, new, bs)
+		checkCowBound(t, res.Manifest.Partitions[0], old, new, bs)
 		full, err := Generate(t.Context(), Config{MinorVersion: -1, BlockSize: bs, ChunkSize: 4 * bs,
 			Compressions: []Compression{BZ2}, Partitions: []Partition{{Name: "p", New: new}}})
 		if err != nil {

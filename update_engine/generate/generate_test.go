@@ -202,29 +202,48 @@ func TestRoundTripRaw(t *testing.T) {
 				if mode == "delta-vabc" {
 					pu := res.Manifest.Partitions[0]
 					simulateMerge(t, pu, pr.Old, pr.New, 4096)
-					checkCowBound(t, pu, pr.New, 4096)
+					checkCowBound(t, pu, pr.Old, pr.New, 4096)
 				}
 			})
 		}
 	}
 }
 
-// checkCowBound checks estimate_cow_size against the size a COW needs when
-// every written block is stored raw: a lower bound of the real size that the
-// estimate must exceed.
-func checkCowBound(t *testing.T, pu *metadata.PartitionUpdate, new []byte, bs int) {
+// checkCowBound computes the size of a COW v2 that stores every written
+// block raw (no compression: the worst case of every compressor): 20-byte ops
+// for every block that is not unchanged in place (copy ops for blocks in
+// COW_COPY merge operations, replace/XOR/zero ops with a full block of data
+// otherwise), a label per install operation plus the end label, a cluster op
+// per 200 ops, the 38-byte header, 2 MiB scratch buffer and 84-byte footer.
+// estimate_cow_size and estimate_op_count_max must not be below it.
+func checkCowBound(t *testing.T, pu *metadata.PartitionUpdate, old, new []byte, bs int) {
 	t.Helper()
-	var written uint64
-	for _, op := range pu.Operations {
-		for _, e := range op.DstExtents {
-			written += e.GetNumBlocks()
+	copyDst := map[uint64]bool{}
+	for _, mo := range pu.MergeOperations {
+		if mo.GetType() == metadata.CowMergeOperation_COW_COPY {
+			for b := mo.GetDstExtent().GetStartBlock(); b < mo.GetDstExtent().GetStartBlock()+mo.GetDstExtent().GetNumBlocks(); b++ {
+				copyDst[b] = true
+			}
 		}
 	}
-	if pu.GetEstimateOpCountMax() < uint64(len(pu.Operations)) {
-		t.Fatalf("estimate_op_count_max %d below the number of install ops", pu.GetEstimateOpCountMax())
+	var ops, data uint64
+	for b := 0; b < len(new)/bs; b++ {
+		if (b+1)*bs <= len(old) && bytes.Equal(old[b*bs:(b+1)*bs], new[b*bs:(b+1)*bs]) {
+			continue // identity: no COW op
+		}
+		ops++
+		if !copyDst[uint64(b)] {
+			data += uint64(bs)
+		}
 	}
-	if pu.GetEstimateCowSize() == 0 || pu.GetEstimateOpCountMax() == 0 {
-		t.Fatal("no COW estimates")
+	ops += uint64(len(pu.Operations)) + 1
+	ops += ops / 200
+	raw := 38 + 2<<20 + ops*20 + data + 84
+	if pu.GetEstimateCowSize() < raw {
+		t.Fatalf("estimate_cow_size %d is below a raw COW of %d bytes", pu.GetEstimateCowSize(), raw)
+	}
+	if pu.GetEstimateOpCountMax() < ops {
+		t.Fatalf("estimate_op_count_max %d is below %d ops", pu.GetEstimateOpCountMax(), ops)
 	}
 }
 
@@ -251,6 +270,7 @@ func TestRoundTripExt4(t *testing.T) {
 				t.Fatal("incremental payload does not reproduce the image")
 			}
 			simulateMerge(t, inc.Manifest.Partitions[0], old, new, 4096)
+			checkCowBound(t, inc.Manifest.Partitions[0], old, new, 4096)
 			if len(inc.Payload)*4 > len(full.Payload) {
 				t.Errorf("incremental %d bytes is not well under the full payload's %d bytes", len(inc.Payload), len(full.Payload))
 			}
