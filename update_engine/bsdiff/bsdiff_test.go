@@ -13,7 +13,21 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/vabc-go/vabc/update_engine/bspatch"
 )
+
+// checkBspatch applies patch with update_engine/bspatch, the applier the
+// payload code uses.
+func checkBspatch(t *testing.T, old, patch, want []byte) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := bspatch.Apply(old, patch, &out); err != nil {
+		t.Fatalf("bspatch.Apply: %v", err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Fatal("bspatch.Apply output differs")
+	}
+}
 
 // applyPatch is a minimal bspatch used only to check the encoder; the real
 // applier lives in update_engine/bspatch.
@@ -164,6 +178,7 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil || !bytes.Equal(got, c.new) {
 					t.Fatalf("%s: round trip failed: %v", fname, err)
 				}
+				checkBspatch(t, c.old, p, c.new)
 			}
 			p, _, err := d.EncodeSmallest(true, 0)
 			if err != nil {
@@ -253,5 +268,11 @@ func FuzzDiff(f *testing.F) {
 		if err != nil || !bytes.Equal(got, nw) {
 			t.Fatalf("round trip failed: %v", err)
 		}
+		checkBspatch(t, old, p, nw)
+		legacy, err := d.Encode(Format{Legacy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBspatch(t, old, legacy, nw)
 	})
 }
