@@ -101,7 +101,27 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 			xors = append(xors, u.xor...)
 		}
 		if c.VABC != nil {
-			ordered, dropped := orderMerge(mergeNodes(pp.copyMap, xors))
+			// Merges read from the partition being merged into, which has the
+			// new size: sources must lie below min(old, new) blocks; the rest
+			// stays replace data in the COW.
+			limit := uint64(min(len(pp.p.Old), len(pp.p.New)) / c.BlockSize)
+			var copies [][2]uint64
+			for _, cp := range pp.copyMap {
+				if cp[1] < limit {
+					copies = append(copies, cp)
+				}
+			}
+			var inBounds []xorMap
+			for _, x := range xors {
+				end := x.src + 1
+				if x.srcOffset != 0 {
+					end++
+				}
+				if end <= limit {
+					inBounds = append(inBounds, x)
+				}
+			}
+			ordered, dropped := orderMerge(mergeNodes(copies, inBounds))
 			for _, n := range ordered {
 				pu.MergeOperations = append(pu.MergeOperations, n.proto())
 			}

@@ -148,6 +148,9 @@ func simulateMerge(t *testing.T, pu *metadata.PartitionUpdate, old, new []byte, 
 		for _, k := range order {
 			db := d.GetStartBlock() + k
 			srcByte := (s.GetStartBlock()+k)*uint64(bs) + off
+			if srcByte+uint64(bs) > uint64(len(new)) || srcByte+uint64(bs) > uint64(len(old)) {
+				t.Fatalf("merge op %d reads past the end of the old or new partition", i)
+			}
 			if !bytes.Equal(base[srcByte:srcByte+uint64(bs)], orig[srcByte:srcByte+uint64(bs)]) {
 				t.Fatalf("merge op %d (%s) reads block %d after it was overwritten", i, mo.GetType(), srcByte/uint64(bs))
 			}
