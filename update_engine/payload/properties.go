@@ -70,7 +70,7 @@ func (p *Payload) CheckProperties(props Properties) error {
 	check("METADATA_HASH", p.Header.MetadataSize())
 	check("FILE_HASH", p.size)
 	if len(errs) > 0 {
-		return fmt.Errorf("payload_properties.txt: %w", errors.Join(append(errs, ErrCorrupt)...))
+		return fmt.Errorf("payload_properties.txt: %w: %w", errors.Join(errs...), ErrCorrupt)
 	}
 	return nil
 }

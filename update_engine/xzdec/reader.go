@@ -10,8 +10,6 @@ import (
 	"hash/crc32"
 	"hash/crc64"
 	"io"
-
-	"github.com/ulikunitz/xz/lzma"
 )
 
 var (
@@ -66,7 +64,7 @@ type Reader struct {
 	block      io.Reader
 	blockStart int // offset of the block header
 	headerSize int
-	lz         *bytes.Reader // LZMA2 input, to learn how much was consumed
+	lz         *lzma2Dec
 	lzStart    int
 	hash       hash.Hash
 	crc32      hash.Hash32
@@ -306,18 +304,14 @@ func (r *Reader) startBlock() error {
 	if dict > MaxDict {
 		return unsupported(last.off, "lzma2 dictionary %d bytes exceeds %d", dict, MaxDict)
 	}
-	if dict < lzma.MinDictCap {
-		dict = lzma.MinDictCap
+	if dict < 4096 {
+		dict = 4096
 	}
 	r.blockStart = start
 	r.headerSize = hs
 	r.lzStart = start + hs
-	r.lz = bytes.NewReader(r.data[r.lzStart:])
-	lr, err := lzma.Reader2Config{DictCap: int(dict)}.NewReader2(r.lz)
-	if err != nil {
-		return corrupt(r.lzStart, "lzma2: %v", err)
-	}
-	var rd io.Reader = lr
+	r.lz = newLZMA2(r.data[r.lzStart:], int(dict))
+	var rd io.Reader = r.lz
 	for i := nf - 2; i >= 0; i-- {
 		f, err := newFilter(specs[i].id, specs[i].props, specs[i].off)
 		if err != nil {
@@ -440,7 +434,7 @@ func (fr *filterReader) Read(p []byte) (int, error) {
 }
 
 func (r *Reader) endBlock() error {
-	comp := len(r.data) - r.lzStart - r.lz.Len()
+	comp := r.lz.consumed()
 	if r.wantComp >= 0 && int64(comp) != r.wantComp {
 		return corrupt(r.blockStart, "block compressed size %d, header says %d", comp, r.wantComp)
 	}
