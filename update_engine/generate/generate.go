@@ -45,9 +45,9 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		v := *c.VABC
 		c.VABC = &v
 	}
-	c.Compressions = append([]Compression(nil), cfg.Compressions...)
-	if cfg.Compressions == nil {
-		c.Compressions = nil
+	if cfg.Compressions != nil {
+		// An empty, non-nil list means plain REPLACE only.
+		c.Compressions = append([]Compression{}, cfg.Compressions...)
 	}
 	if err := c.normalize(); err != nil {
 		return nil, err

@@ -54,3 +54,18 @@ func TestReplaceCodecs(t *testing.T) {
 		t.Fatalf("no compressions allowed: got %s %d bytes (%v)", typ, len(blob), err)
 	}
 }
+
+func TestPlainOnly(t *testing.T) {
+	_, data, _ := imagegen.Raw(imagegen.Compressible, 1, 8)
+	for _, comps := range [][]Compression{{}, {Plain}} {
+		res, err := Generate(t.Context(), Config{MinorVersion: -1, Compressions: comps, Partitions: []Partition{{Name: "a", New: data}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range res.Manifest.Partitions[0].Operations {
+			if op.GetType().String() != "REPLACE" {
+				t.Fatalf("compressions %v produced %s", comps, op.GetType())
+			}
+		}
+	}
+}
