@@ -210,6 +210,17 @@ func TestRoundTripRaw(t *testing.T) {
 				if mode == "delta-vabc" {
 					pu := res.Manifest.Partitions[0]
 					simulateMerge(t, pu, pr.Old, pr.New, 4096)
+					kinds := map[metadata.CowMergeOperation_Type]int{}
+					for _, mo := range pu.MergeOperations {
+						kinds[mo.GetType()]++
+					}
+					t.Logf("merge operations: %v", kinds)
+					if pr.Name == "mixed" && kinds[metadata.CowMergeOperation_COW_XOR] == 0 {
+						t.Error("no COW_XOR merge operations for shifted data")
+					}
+					if pr.Name == "shuffled" && kinds[metadata.CowMergeOperation_COW_COPY] == 0 {
+						t.Error("no COW_COPY merge operations for moved blocks")
+					}
 					checkCowBound(t, pu, pr.Old, pr.New, 4096)
 				}
 			})
