@@ -29,7 +29,7 @@ type Config struct {
 	Partitions []Partition
 	BlockSize  int // default 4096
 	ChunkSize  int // max destination bytes per REPLACE / diff operation (default 2 MiB)
-	// MinorVersion: -1 selects the default (0 for full payloads, 8 for
+	// MinorVersion: 0 or -1 selects the default (0 for full payloads, 8 for
 	// incremental ones, 10 when zstd is enabled for an incremental).
 	MinorVersion int
 	// Compressions allowed for REPLACE operations (default xz and bz2; zstd
@@ -99,7 +99,7 @@ func (c *Config) normalize() error {
 	for _, cm := range c.Compressions {
 		zstdOn = zstdOn || cm == ZSTD
 	}
-	if c.MinorVersion < 0 {
+	if c.MinorVersion <= 0 {
 		switch {
 		case !delta:
 			c.MinorVersion = 0
