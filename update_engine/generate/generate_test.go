@@ -482,3 +482,22 @@ func TestOrderMergeCycle(t *testing.T) {
 		t.Fatal("reader of block 30 ordered after its writer")
 	}
 }
+
+// TestTwoSigners: one Signatures entry per key; either key verifies.
+func TestTwoSigners(t *testing.T) {
+	_, new, _ := imagegen.Raw(imagegen.Compressible, 4, 8)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	s1, _ := sign.NewSigner(rsaKey)
+	s2, _ := sign.NewSigner(ecKey)
+	res := generate(t, Config{Signers: []sign.Signer{s1, s2}, Partitions: []Partition{{Name: "a", New: new}}})
+	for _, pub := range []crypto.PublicKey{&rsaKey.PublicKey, &ecKey.PublicKey} {
+		if err := verifySigs(res.Payload, pub); err != nil {
+			t.Fatalf("%T: %v", pub, err)
+		}
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if verifySigs(res.Payload, &other.PublicKey) == nil {
+		t.Fatal("unrelated key accepted")
+	}
+}
