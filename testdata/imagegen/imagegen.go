@@ -250,6 +250,9 @@ type Ext4Options struct {
 	Files     int // files in the old tree (default 40)
 	MaxFile   int // largest file in bytes (default 256 KiB)
 	ImageSize int // image size in bytes (default: fits the trees with room to spare)
+	// NewImageSize, if set, is the size of the new image (partition growth
+	// or shrink); default ImageSize.
+	NewImageSize int
 	Edits     int // files changed between versions (default 3)
 }
 
@@ -394,7 +397,8 @@ func MakeExt4(ctx context.Context, scratch string, t Tree, size int) ([]byte, er
 	return os.ReadFile(img)
 }
 
-// Ext4Pair builds old and new ext4 images of the same size from Trees.
+// Ext4Pair builds old and new ext4 images from Trees (same size unless
+// NewImageSize is set).
 func Ext4Pair(ctx context.Context, scratch string, seed uint64, o Ext4Options) (old, new []byte, err error) {
 	ot, nt := Trees(seed, o)
 	size := o.ImageSize
@@ -405,7 +409,11 @@ func Ext4Pair(ctx context.Context, scratch string, seed uint64, o Ext4Options) (
 	if old, err = MakeExt4(ctx, scratch, ot, size); err != nil {
 		return nil, nil, err
 	}
-	if new, err = MakeExt4(ctx, scratch, nt, size); err != nil {
+	newSize := size
+	if o.NewImageSize != 0 {
+		newSize = o.NewImageSize
+	}
+	if new, err = MakeExt4(ctx, scratch, nt, newSize); err != nil {
 		return nil, nil, err
 	}
 	return old, new, nil

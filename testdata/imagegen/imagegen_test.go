@@ -65,3 +65,16 @@ func TestExt4Deterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestExt4Grow(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed")
+	}
+	old, new, err := Ext4Pair(t.Context(), t.TempDir(), 2, Ext4Options{Files: 6, MaxFile: 16 << 10, ImageSize: 4 << 20, NewImageSize: 6 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(old) != 4<<20 || len(new) != 6<<20 {
+		t.Fatalf("sizes %d, %d", len(old), len(new))
+	}
+}
