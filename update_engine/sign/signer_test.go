@@ -20,9 +20,9 @@ func TestSignerSizes(t *testing.T) {
 		want int
 	}{
 		"rsa2048": {rsaKey, 256},
-		"p256":    {mustEC(elliptic.P256()), 72},
-		"p384":    {mustEC(elliptic.P384()), 104},
-		"p521":    {mustEC(elliptic.P521()), 139},
+		"p256":    {newSignerTestECKey(elliptic.P256()), 72},
+		"p384":    {newSignerTestECKey(elliptic.P384()), 104},
+		"p521":    {newSignerTestECKey(elliptic.P521()), 139},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestSignerSizes(t *testing.T) {
 	}
 }
 
-func mustEC(c elliptic.Curve) *ecdsa.PrivateKey {
+func newSignerTestECKey(c elliptic.Curve) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(c, rand.Reader)
 	if err != nil {
 		panic(err)
@@ -72,7 +72,7 @@ func mustEC(c elliptic.Curve) *ecdsa.PrivateKey {
 
 func TestParsePEM(t *testing.T) {
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ek := mustEC(elliptic.P256())
+	ek := newSignerTestECKey(elliptic.P256())
 	ecDER, _ := x509.MarshalECPrivateKey(ek)
 	p8, _ := x509.MarshalPKCS8PrivateKey(ek)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
