@@ -3,6 +3,7 @@ package xzdec
 import (
 	"fmt"
 	"io"
+	"sync"
 )
 
 // This file is an LZMA2 decoder (xz file format §5.3.1, LZMA as in the LZMA
@@ -19,34 +20,33 @@ const (
 	lzMatchMinLen = 2
 )
 
+// rangeDec reads one LZMA chunk (at most 64 KiB) from a fixed array indexed
+// by uint16, so the hot path has no bounds check and corrupt data that runs
+// past the chunk wraps around instead of panicking; chunk() then sees
+// ip != packed and reports the corruption.
 type rangeDec struct {
-	in   []byte
+	in   *[1 << 16]byte
 	ip   int
 	rng  uint32
 	code uint32
-	over bool // tried to read past the chunk
 }
 
-func (rc *rangeDec) init(in []byte) bool {
-	if len(in) < 5 || in[0] != 0 {
+func (rc *rangeDec) init(buf *[1 << 16]byte, chunk []byte) bool {
+	if len(chunk) < 5 || chunk[0] != 0 {
 		return false
 	}
-	rc.in, rc.ip, rc.over = in, 5, false
+	copy(buf[:], chunk)
+	rc.in, rc.ip = buf, 5
 	rc.rng = 0xFFFFFFFF
-	rc.code = uint32(in[1])<<24 | uint32(in[2])<<16 | uint32(in[3])<<8 | uint32(in[4])
+	rc.code = uint32(chunk[1])<<24 | uint32(chunk[2])<<16 | uint32(chunk[3])<<8 | uint32(chunk[4])
 	return true
 }
 
 func (rc *rangeDec) normalize() {
 	if rc.rng < 1<<24 {
 		rc.rng <<= 8
-		if rc.ip < len(rc.in) {
-			rc.code = rc.code<<8 | uint32(rc.in[rc.ip])
-			rc.ip++
-		} else {
-			rc.code <<= 8
-			rc.over = true
-		}
+		rc.code = rc.code<<8 | uint32(rc.in[uint16(rc.ip)])
+		rc.ip++
 	}
 }
 
@@ -150,13 +150,30 @@ type lzma2Dec struct {
 	needDictReset bool
 	needProps     bool
 	rc            rangeDec
+	chunkBuf      *[1 << 16]byte
 	in            []byte // LZMA2 data, starting with the next chunk
 	ip            int
 	eos           bool
 }
 
+// decPool keeps decoders (window and probability arrays) between blocks:
+// full payloads decode thousands of 2 MiB blobs.
+var decPool sync.Pool
+
 func newLZMA2(in []byte, dictSize int) *lzma2Dec {
-	return &lzma2Dec{in: in, dictSize: dictSize, needDictReset: true, needProps: true}
+	d, _ := decPool.Get().(*lzma2Dec)
+	if d == nil {
+		d = &lzma2Dec{}
+	}
+	win, lit, cb := d.win, d.literal, d.chunkBuf
+	*d = lzma2Dec{in: in, dictSize: dictSize, needDictReset: true, needProps: true, win: win, literal: lit, chunkBuf: cb}
+	return d
+}
+
+// release returns d to the pool; d must not be used afterwards.
+func (d *lzma2Dec) release() {
+	d.in = nil
+	decPool.Put(d)
 }
 
 func (d *lzma2Dec) resetState() {
@@ -279,7 +296,10 @@ func (d *lzma2Dec) chunk() (bool, error) {
 	if len(d.in)-d.ip < packed {
 		return false, fmt.Errorf("lzma2: truncated compressed chunk")
 	}
-	if !d.rc.init(d.in[d.ip : d.ip+packed]) {
+	if d.chunkBuf == nil {
+		d.chunkBuf = new([1 << 16]byte)
+	}
+	if !d.rc.init(d.chunkBuf, d.in[d.ip:d.ip+packed]) {
 		return false, fmt.Errorf("lzma2: bad range coder start")
 	}
 	d.makeRoom(unpacked)
@@ -287,7 +307,7 @@ func (d *lzma2Dec) chunk() (bool, error) {
 		return false, err
 	}
 	d.rc.normalize()
-	if d.rc.over || d.rc.ip != packed || d.rc.code != 0 {
+	if d.rc.ip != packed || d.rc.code != 0 {
 		return false, fmt.Errorf("lzma2: chunk of %d bytes consumed %d (code %#x)", packed, d.rc.ip, d.rc.code)
 	}
 	d.ip += packed
@@ -438,12 +458,6 @@ func (d *lzma2Dec) decode(n int) error {
 		}
 		pos += l
 		tpos += uint64(l)
-		if rc.over {
-			break
-		}
-	}
-	if rc.over {
-		return fmt.Errorf("lzma2: compressed chunk ends early")
 	}
 	d.filled += pos - d.pos
 	d.pos = pos

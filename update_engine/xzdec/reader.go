@@ -435,6 +435,8 @@ func (fr *filterReader) Read(p []byte) (int, error) {
 
 func (r *Reader) endBlock() error {
 	comp := r.lz.consumed()
+	r.lz.release()
+	r.lz = nil
 	if r.wantComp >= 0 && int64(comp) != r.wantComp {
 		return corrupt(r.blockStart, "block compressed size %d, header says %d", comp, r.wantComp)
 	}
