@@ -316,6 +316,13 @@ func finishPartition(j *partJob, p *payload.Payload, bs int64) error {
 		}
 		j.res.Verity = true
 	}
+	// Operations may reach past new_partition_info.size; like ota_extractor,
+	// the image is cut to that size.
+	if st, err := j.tmp.Stat(); err == nil && st.Size() > j.size {
+		if err := j.tmp.Truncate(j.size); err != nil {
+			return err
+		}
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(j.tmp, 0, j.size)); err != nil {
 		return fmt.Errorf("partition %s: hashing image: %w", name, err)
