@@ -4,6 +4,7 @@
 //	payload info [--json] PAYLOAD
 //	payload verify [--key PEM | --otacerts ZIP] [--properties FILE] [--json] PAYLOAD
 //	payload extract [-o DIR] [--old DIR] [-p a,b] [--threads N] [--json] PAYLOAD
+//	payload generate --target DIR [--source DIR] -o payload.bin … (generate.go)
 package main
 
 import (
@@ -31,6 +32,7 @@ var commands = []command{
 	{"info", "print the header, manifest and operation summary", runInfo},
 	{"verify", "check properties, operation hashes and signatures", runVerify},
 	{"extract", "write <partition>.img files (full or delta payloads)", runExtract},
+	{"generate", "build a full or incremental payload from partition images", runGenerate},
 	{"apply-cow", "write VABC COW files (not implemented yet)", runApplyCow},
 }
 
