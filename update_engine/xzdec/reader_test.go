@@ -73,6 +73,11 @@ func TestDecodeAgainstXZ(t *testing.T) {
 		{"delta", []string{"--delta=dist=4", "--lzma2"}},
 		{"x86+delta", []string{"--x86", "--delta=dist=2", "--lzma2"}},
 		{"blocks", []string{"--block-size=100000", "--check=crc64"}},
+		{"lc0-lp2-pb0", []string{"--lzma2=preset=1,lc=0,lp=2,pb=0"}},
+		{"lc4-pb4", []string{"--lzma2=preset=1,lc=4,lp=0,pb=4"}},
+		{"lc1-lp3", []string{"--lzma2=preset=1,lc=1,lp=3,pb=2"}},
+		{"small-dict-slides", []string{"--lzma2=preset=6,dict=4KiB"}},
+		{"dict-64k", []string{"--lzma2=preset=6e,dict=64KiB", "--check=sha256"}},
 		{"block-list-sizes", []string{"-T2", "--block-size=150000"}},
 	}
 	for _, tt := range tests {
@@ -86,6 +91,30 @@ func TestDecodeAgainstXZ(t *testing.T) {
 				t.Fatalf("decoded %d bytes differ from the %d-byte input", len(got), len(data))
 			}
 		})
+	}
+}
+
+// TestIncompressible makes xz emit uncompressed LZMA2 chunks between
+// compressed ones.
+func TestIncompressible(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var data []byte
+	for i := 0; i < 6; i++ {
+		r := make([]byte, 150000)
+		for j := range r {
+			r[j] = byte(rng.Uint32())
+		}
+		data = append(data, r...)
+		data = append(data, bytes.Repeat([]byte("compressible "), 10000)...)
+	}
+	for _, args := range [][]string{{"--check=crc32"}, {"--x86", "--lzma2=dict=8KiB"}} {
+		got, err := Decode(xzCompress(t, data, args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%v: output differs", args)
+		}
 	}
 }
 
