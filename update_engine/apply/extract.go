@@ -64,6 +64,7 @@ type partJob struct {
 	final     string
 	tmp       *os.File
 	src       *os.File
+	srcSize   int64
 	size      int64
 	remaining atomic.Int64
 	res       PartitionResult
@@ -200,6 +201,9 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 		if opts.OldDir != "" {
 			if f, err := os.Open(filepath.Join(opts.OldDir, name+".img")); err == nil {
 				j.src = f
+				if st, err := f.Stat(); err == nil {
+					j.srcSize = st.Size()
+				}
 			}
 		}
 		j.remaining.Store(int64(len(pu.Operations)))
@@ -290,7 +294,7 @@ func runOp(ctx context.Context, p *payload.Payload, op *metadata.InstallOperatio
 	}
 	env := ops.Env{BlockSize: bs, Target: j.tmp, TargetZeroed: true}
 	if j.src != nil {
-		env.Source = j.src
+		env.Source, env.SourceSize = j.src, j.srcSize
 	}
 	return ops.Execute(op, blob, env)
 }

@@ -25,6 +25,9 @@ type Env struct {
 	BlockSize int64
 	// Source is the old partition image; needed by SOURCE_* ops.
 	Source io.ReaderAt
+	// SourceSize bounds source extents before a diff op loads them into
+	// memory; 0 means unknown (only MaxDiffSource applies).
+	SourceSize int64
 	// Target is the new partition image.
 	Target io.WriterAt
 	// TargetZeroed says the target is known to read as zeros (a freshly
@@ -64,6 +67,10 @@ func CheckBlob(op *metadata.InstallOperation, blob []byte) error {
 	}
 	return nil
 }
+
+// MaxDiffSource bounds the source bytes a bsdiff op may hold in memory. The
+// AOSP generator caps diff ops at 200 MiB of destination; sources are similar.
+const MaxDiffSource = 2 << 30
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
@@ -147,6 +154,10 @@ func Execute(op *metadata.InstallOperation, blob []byte, env Env) error {
 	case metadata.InstallOperation_SOURCE_BSDIFF, metadata.InstallOperation_BROTLI_BSDIFF:
 		if env.Source == nil {
 			return errors.New("no source image")
+		}
+		n := ExtentBytes(op.SrcExtents, bs)
+		if n > MaxDiffSource || (env.SourceSize > 0 && n > env.SourceSize) {
+			return fmt.Errorf("diff op reads %d source bytes (source image %d bytes, limit %d)", n, env.SourceSize, int64(MaxDiffSource))
 		}
 		old, err := ReadSource(op, env.Source, bs)
 		if err != nil {

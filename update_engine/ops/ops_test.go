@@ -265,3 +265,12 @@ func TestUnsupported(t *testing.T) {
 		})
 	}
 }
+
+func TestDiffSourceBound(t *testing.T) {
+	op := &metadata.InstallOperation{Type: metadata.InstallOperation_BROTLI_BSDIFF.Enum(), SrcExtents: ext(0, 1<<40),
+		DstExtents: ext(0, 1), DataLength: proto.Uint64(4)}
+	err := Execute(op, []byte("BSDF"), Env{BlockSize: bs, Source: make(mem, bs), SourceSize: bs, Target: make(mem, bs)})
+	if err == nil || !strings.Contains(err.Error(), "source bytes") {
+		t.Fatalf("error %v", err)
+	}
+}
