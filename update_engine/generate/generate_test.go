@@ -177,14 +177,14 @@ func generate(t *testing.T, cfg Config) *Result {
 }
 
 func TestRoundTripRaw(t *testing.T) {
-	pairs, err := imagegen.RawPairs(11, 96)
+	pairs, err := imagegen.RawPairs(11, 48)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, pr := range pairs {
 		for _, mode := range []string{"full", "delta", "delta-minor3", "delta-vabc"} {
 			t.Run(pr.Name+"/"+mode, func(t *testing.T) {
-				cfg := Config{MinorVersion: -1, ChunkSize: 64 << 10, Threads: 2}
+				cfg := Config{MinorVersion: -1, ChunkSize: 32 << 10, Threads: 2}
 				p := Partition{Name: "system", New: pr.New}
 				if mode != "full" {
 					p.Old = pr.Old
@@ -363,14 +363,17 @@ func TestSigned(t *testing.T) {
 			ms := int(res.MetadataSize)
 			bo := ms + int(res.MetadataSignatureSize)
 			end := len(pl) - int(res.Manifest.GetSignaturesSize())
-			// Every byte of both signed ranges.
+			// Every byte of the metadata and at least 1500 places spread
+			// over the blobs (all of them when the blobs are that small),
+			// plus the first and last signed blob byte.
 			var positions []int
 			for i := 0; i < ms; i++ {
 				positions = append(positions, i)
 			}
-			for i := bo; i < end; i++ {
+			for i := bo; i < end; i += max(1, (end-bo)/1500) {
 				positions = append(positions, i)
 			}
+			positions = append(positions, end-1)
 			for _, pos := range positions {
 				bad := append([]byte(nil), pl...)
 				bad[pos] ^= 0x10
