@@ -449,11 +449,13 @@ func (d *lzma2Dec) decode(n int) error {
 			return fmt.Errorf("lzma2: match of %d bytes crosses the chunk end", l)
 		}
 		src := pos - dist
-		if dist >= l {
+		if dist >= l && l > 16 {
 			copy(win[pos:pos+l], win[src:src+l])
 		} else {
-			for i := 0; i < l; i++ {
-				win[pos+i] = win[src+i]
+			// Short or overlapping: a byte loop beats a memmove call.
+			d, s := win[pos:pos+l], win[src:src+l]
+			for i := range d {
+				d[i] = s[i]
 			}
 		}
 		pos += l
