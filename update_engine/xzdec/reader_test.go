@@ -76,8 +76,8 @@ func TestDecodeAgainstXZ(t *testing.T) {
 		{"lc0-lp2-pb0", []string{"--lzma2=preset=1,lc=0,lp=2,pb=0"}},
 		{"lc4-pb4", []string{"--lzma2=preset=1,lc=4,lp=0,pb=4"}},
 		{"lc1-lp3", []string{"--lzma2=preset=1,lc=1,lp=3,pb=2"}},
-		{"small-dict-slides", []string{"--lzma2=preset=6,dict=4KiB"}},
-		{"dict-64k", []string{"--lzma2=preset=6e,dict=64KiB", "--check=sha256"}},
+		{"small-dict-slides", []string{"--lzma2=preset=1,dict=4KiB"}},
+		{"dict-64k", []string{"--lzma2=preset=1,dict=64KiB", "--check=sha256"}},
 		{"block-list-sizes", []string{"-T2", "--block-size=150000"}},
 	}
 	for _, tt := range tests {
