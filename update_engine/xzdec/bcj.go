@@ -213,3 +213,48 @@ func (d *delta) convert(buf []byte, _ uint32) int {
 	}
 	return len(buf)
 }
+
+// ia64: branch slots of Itanium instruction bundles (16 bytes each).
+type ia64 struct{}
+
+// ia64Slots maps the bundle template (low 5 bits) to a mask of the slots
+// that may hold a branch.
+var ia64Slots = [32]byte{
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	4, 4, 6, 6, 0, 0, 7, 7,
+	4, 4, 0, 0, 4, 4, 0, 0,
+}
+
+func (ia64) convert(buf []byte, pos uint32) int {
+	i := 0
+	for ; i+16 <= len(buf); i += 16 {
+		mask := ia64Slots[buf[i]&0x1F]
+		for slot, bitPos := 0, 5; slot < 3; slot, bitPos = slot+1, bitPos+41 {
+			if (mask>>slot)&1 == 0 {
+				continue
+			}
+			bytePos, bitRes := bitPos>>3, uint(bitPos&7)
+			var instr uint64
+			for j := 0; j < 6; j++ {
+				instr |= uint64(buf[i+j+bytePos]) << (8 * j)
+			}
+			norm := instr >> bitRes
+			if (norm>>37)&0x0F != 0x05 || (norm>>9)&0x07 != 0 {
+				continue
+			}
+			a := uint32(norm>>13) & 0x0FFFFF
+			a |= (uint32(norm>>36) & 1) << 20
+			a = (a<<4 - (pos + uint32(i))) >> 4
+			norm &^= uint64(0x8FFFFF) << 13
+			norm |= uint64(a&0x0FFFFF) << 13
+			norm |= uint64(a&0x100000) << (36 - 20)
+			instr &= 1<<bitRes - 1
+			instr |= norm << bitRes
+			for j := 0; j < 6; j++ {
+				buf[i+j+bytePos] = byte(instr >> (8 * j))
+			}
+		}
+	}
+	return i
+}

@@ -1,6 +1,6 @@
 // Package xzdec decodes .xz streams as found in REPLACE_XZ payload blobs,
-// including blocks with BCJ branch-converter filters (x86, PowerPC, ARM,
-// ARM-Thumb, ARM64, SPARC) and the delta filter, which update_engine's
+// including blocks with BCJ branch-converter filters (x86, PowerPC, IA-64,
+// ARM, ARM-Thumb, ARM64, SPARC) and the delta filter, which update_engine's
 // generator used from 2018 to 2024 (spec payload-format.md §3.8) and which
 // github.com/ulikunitz/xz does not support.
 //

@@ -371,6 +371,8 @@ func newFilter(id uint64, props []byte, off int) (*filterSpec, error) {
 		f = armThumb{}
 	case idSPARC:
 		f = sparc{}
+	case idIA64:
+		f = ia64{}
 	case idARM64:
 		f = arm64{}
 	case idDelta:
