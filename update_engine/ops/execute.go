@@ -95,10 +95,18 @@ func Execute(op *metadata.InstallOperation, blob []byte, env Env) error {
 		if env.TargetZeroed {
 			return nil
 		}
-		w := newExtentWriter(env.Target, op.DstExtents, bs)
-		for w.written < w.total {
-			if _, err := w.Write(zeros[:min(int64(len(zeros)), w.total-w.written)]); err != nil {
-				return err
+		for _, e := range op.DstExtents {
+			if e.GetStartBlock() == sparseHole {
+				continue
+			}
+			off, n := int64(e.GetStartBlock())*bs, int64(e.GetNumBlocks())*bs
+			for n > 0 {
+				k := min(n, int64(len(zeros)))
+				if _, err := env.Target.WriteAt(zeros[:k], off); err != nil {
+					return err
+				}
+				off += k
+				n -= k
 			}
 		}
 		return nil
