@@ -360,3 +360,22 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("left behind: %v", ents)
 	}
 }
+
+// TestHostileNames: partition names come from the manifest and must not
+// escape the output directory.
+func TestHostileNames(t *testing.T) {
+	for _, name := range []string{"../escape", "a/b", "..", "."} {
+		t.Run(name, func(t *testing.T) {
+			b := payloadtest.New(bs, 0)
+			b.AddOp(name, op(metadata.InstallOperation_REPLACE, payloadtest.Ext(0, 1)), make([]byte, bs))
+			p := openRaw(t, b.Build())
+			out := t.TempDir()
+			if _, err := Extract(t.Context(), p, Options{OutDir: filepath.Join(out, "x")}); err == nil || !strings.Contains(err.Error(), "plain file name") {
+				t.Fatalf("error %v", err)
+			}
+			if ents, _ := os.ReadDir(out); len(ents) != 0 {
+				t.Fatalf("created %v", ents)
+			}
+		})
+	}
+}
