@@ -258,12 +258,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		r, err := sign.Verify(p, keys)
 		res.MetadataSignature, res.PayloadSignature = "ok", "ok"
 		if err != nil {
-			msg := fail("signature", err)
+			res.Errors = append(res.Errors, err.Error())
+			msg := err.Error()
 			if !r.MetadataSignature {
-				res.MetadataSignature = msg
+				res.MetadataSignature = "FAILED: " + strings.TrimPrefix(msg, "metadata signature: ")
 				res.PayloadSignature = "not checked"
 			} else {
-				res.PayloadSignature = msg
+				res.PayloadSignature = "FAILED: " + strings.TrimPrefix(msg, "payload signature: ")
 			}
 		}
 	}

@@ -126,9 +126,6 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%v: error %v, want usage error", args, err)
 		}
 	}
-	if _, _, err := runCmd(t, "apply-cow", "x"); err == nil || !strings.Contains(err.Error(), "not implemented") {
-		t.Errorf("apply-cow: %v", err)
-	}
 	if _, _, err := runCmd(t, "info", "/nonexistent"); err == nil || errors.As(err, new(usageError)) {
 		t.Errorf("missing file: %v", err)
 	}
