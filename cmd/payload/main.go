@@ -33,7 +33,7 @@ var commands = []command{
 	{"verify", "check properties, operation hashes and signatures", runVerify},
 	{"extract", "write <partition>.img files (full or delta payloads)", runExtract},
 	{"generate", "build a full or incremental payload from partition images", runGenerate},
-	{"apply-cow", "write VABC COW files (not implemented yet)", runApplyCow},
+	{"apply-cow", "write VABC COW files (<partition>.cow), resumable", runApplyCOW},
 }
 
 func usage(w io.Writer) {
