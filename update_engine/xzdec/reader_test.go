@@ -33,7 +33,7 @@ func sampleData(n int) []byte {
 			b[i] = byte(rng.IntN(256))
 		}
 	}
-	for _, lib := range []string{"/usr/bin/xz", "/lib/x86_64-linux-gnu/liblzma.so.5"} {
+	for _, lib := range []string{"/usr/bin/xz"} {
 		if exe, err := os.ReadFile(lib); err == nil {
 			b = append(b, exe...)
 		}
@@ -56,7 +56,7 @@ func xzCompress(t testing.TB, data []byte, args ...string) []byte {
 }
 
 func TestDecodeAgainstXZ(t *testing.T) {
-	data := sampleData(256 << 10)
+	data := sampleData(160 << 10)
 	tests := []struct {
 		name string
 		args []string
@@ -85,6 +85,7 @@ func TestDecodeAgainstXZ(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			comp := xzCompress(t, data, tt.args...)
 			got, err := Decode(comp)
 			if err != nil {
