@@ -69,7 +69,16 @@ func planMerge(pu *metadata.PartitionUpdate, bs int64, srcBlocks uint64, xorOn b
 	// blocks bsdiff operations write.
 	copyPairs := make(map[uint64]uint64)
 	diffDst := make(map[uint64]bool)
+	// A COW holds one op per block (readers use the first); a payload that
+	// writes a block twice cannot be expressed faithfully.
+	owner := make(map[uint64]int)
 	for i, op := range pu.Operations {
+		for _, b := range blocksOf(op.DstExtents) {
+			if j, ok := owner[b]; ok {
+				return nil, fmt.Errorf("vabc: partition %s: block %d is written by op %d and op %d; a COW cannot express that: %w", name, b, j, i, ErrUnsupported)
+			}
+			owner[b] = i
+		}
 		switch op.GetType() {
 		case metadata.InstallOperation_SOURCE_COPY:
 			d, s := blocksOf(op.DstExtents), blocksOf(op.SrcExtents)

@@ -201,6 +201,9 @@ func TestRoundTrip(t *testing.T) {
 			for _, r := range res {
 				xor += r.XorBlocks
 				cp += r.CopyBlocks
+				if !r.Verified {
+					t.Errorf("%s: not verified", r.Name)
+				}
 				if r.DroppedHints != 0 {
 					t.Errorf("%s: %d merge hint blocks dropped", r.Name, r.DroppedHints)
 				}
@@ -327,6 +330,17 @@ func TestErrors(t *testing.T) {
 			op.Type = metadata.InstallOperation_PUFFDIFF.Enum()
 			return func() { op.Type = old.Enum() }
 		}, "unsupported op PUFFDIFF in partition random op 0"},
+		{"twice-written", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+			pu := m.Partitions[0]
+			pu.Operations = append(pu.Operations, pu.Operations[0])
+			return func() { pu.Operations = pu.Operations[:len(pu.Operations)-1] }
+		}, "a COW cannot express that"},
+		{"new-hash", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+			ni := m.Partitions[0].NewPartitionInfo
+			old := ni.Hash
+			ni.Hash = make([]byte, 32)
+			return func() { ni.Hash = old }
+		}, "new_partition_info.hash"},
 		{"hash-tree", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			one := uint64(1)
 			m.Partitions[0].HashTreeExtent = &metadata.Extent{StartBlock: &one, NumBlocks: &one}

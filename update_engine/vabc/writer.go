@@ -47,6 +47,10 @@ type Options struct {
 	Threads int
 	// Progress, if set, is called with destination bytes done and the total.
 	Progress func(done, total int64)
+	// SkipVerify skips the final check: the snapshot view (old image + COW,
+	// as snapuserd serves it) must hash to new_partition_info.hash, and the
+	// merge order must pass VerifyMergeOps. A COW that fails is removed.
+	SkipVerify bool
 	// WrapFile, if set, wraps each COW file before the writer sees it
 	// (fault injection in tests).
 	WrapFile func(cow.File) cow.File
@@ -57,6 +61,7 @@ type Result struct {
 	Name              string  `json:"name"`
 	Path              string  `json:"path"`
 	Size              int64   `json:"size"`
+	Verified          bool    `json:"verified"` // snapshot view matched new_partition_info.hash
 	CowVersion        uint32  `json:"cow_version"`
 	Compression       string  `json:"compression"`
 	CompressionFactor uint32  `json:"compression_factor,omitempty"`
@@ -286,12 +291,14 @@ type partWriter struct {
 	res    Result
 	prog   *progress
 	threds int
+
+	skipVerify bool
 }
 
 func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.PartitionUpdate, opts Options, st settings, prog *progress) (Result, error) {
 	name := pu.GetPartitionName()
 	bs := p.BlockSize()
-	pw := &partWriter{p: p, pu: pu, name: name, bs: bs, prog: prog, threds: opts.Threads}
+	pw := &partWriter{p: p, pu: pu, name: name, bs: bs, prog: prog, threds: opts.Threads, skipVerify: opts.SkipVerify}
 	pw.res = Result{Name: name, Path: filepath.Join(opts.OutDir, name+".cow"), CowVersion: st.version, Compression: st.comp,
 		CompressionFactor: st.factor, Operations: len(pu.Operations)}
 	if opts.OldDir != "" && (needsSource(pu) || len(pu.GetMergeOperations()) > 0) {
@@ -408,6 +415,14 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 	}
 	if err != nil {
 		return pw.res, err
+	}
+	if want := pu.GetNewPartitionInfo().GetHash(); !pw.skipVerify && len(want) > 0 {
+		if err := pw.verify(pw.res.Path, size, want); err != nil {
+			os.Remove(pw.res.Path)
+			os.Remove(statePath)
+			return pw.res, err
+		}
+		pw.res.Verified = true
 	}
 	os.Remove(statePath)
 	return pw.res, nil
@@ -723,6 +738,9 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, ", %d ops: copy %d xor %d replace %d zero %d blocks", r.Operations, r.CopyBlocks, r.XorBlocks, r.ReplaceBlocks, r.ZeroBlocks)
 	if r.ResumedAt != nil {
 		fmt.Fprintf(&b, " (resumed at label %d)", *r.ResumedAt)
+	}
+	if r.Verified {
+		b.WriteString(", hash ok")
 	}
 	return b.String()
 }
