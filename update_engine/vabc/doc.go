@@ -31,6 +31,6 @@
 // the label and what the COW is being written from. A rerun with the same
 // payload and options reopens the COW at that label (cow.OpenWriterV2/V3)
 // and continues with the install operation of that index; anything written
-// after the label is overwritten. The state file is removed once the COW is
-// finalized.
+// after the label is overwritten. Once the COW is finalized (and verified)
+// the state file says so, and a rerun skips the partition.
 package vabc

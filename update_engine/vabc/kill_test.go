@@ -1,12 +1,14 @@
 package vabc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -158,5 +160,81 @@ func TestInterrupted(t *testing.T) {
 	}
 	if resumed < seeds/3 {
 		t.Errorf("only %d partition runs resumed from a label", resumed)
+	}
+}
+
+// errFile fails every WriteAt from the failAt-th on (an I/O error instead of
+// a crash).
+type errFile struct {
+	faultFile
+	failAt int64
+}
+
+var errInjected = errors.New("injected write error")
+
+func (f *errFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.writes.Add(1) >= f.failAt {
+		return 0, errInjected
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// TestResume covers resume decisions in-process: a failed run resumes at its
+// label with the same settings, starts over with other settings, and a
+// finished partition is skipped on a rerun.
+func TestResume(t *testing.T) {
+	pairs, err := imagegen.RawPairs(3, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := makePayload(t, []imagegen.Pair{pairs[6]}, false, &generate.VABC{CowVersion: 3, Compression: "lz4", XOR: true}, 8<<10)
+	failing := func(at int64) func(cow.File) cow.File {
+		return func(f cow.File) cow.File {
+			return &errFile{faultFile: faultFile{File: f, noSync: true, writes: new(atomic.Int64)}, failAt: at}
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		second     Options
+		wantResume bool
+	}{
+		{"same-settings", Options{}, true},
+		{"other-compression", Options{Compression: "zstd"}, false},
+		{"other-version", Options{CowVersion: 2}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			_, err := Write(t.Context(), tp.p, Options{OutDir: out, OldDir: tp.oldDir(), WrapFile: failing(70)})
+			if !errors.Is(err, errInjected) {
+				t.Fatalf("first run: %v, want the injected error", err)
+			}
+			o := tc.second
+			o.OutDir, o.OldDir, o.WrapFile = out, tp.oldDir(), noSync
+			res, err := Write(t.Context(), tp.p, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res[0].ResumedAt != nil; got != tc.wantResume {
+				t.Fatalf("resumed %v (%v), want %v", got, res[0].ResumedAt, tc.wantResume)
+			}
+			if tc.wantResume && *res[0].ResumedAt == 0 {
+				t.Errorf("resumed at label 0 after 70 writes")
+			}
+			tp.checkCOWs(t, out)
+			before, _ := os.ReadFile(filepath.Join(out, "mixed.cow"))
+			res, err = Write(t.Context(), tp.p, o)
+			if err != nil || !res[0].AlreadyComplete || !res[0].Verified {
+				t.Fatalf("rerun: %v %+v", err, res)
+			}
+			if after, _ := os.ReadFile(filepath.Join(out, "mixed.cow")); !bytes.Equal(before, after) {
+				t.Fatal("rerun changed the finished COW")
+			}
+			// A truncated finished COW is rewritten, not skipped.
+			os.Truncate(filepath.Join(out, "mixed.cow"), int64(len(before)/2))
+			if res, err = Write(t.Context(), tp.p, o); err != nil || res[0].AlreadyComplete {
+				t.Fatalf("after truncation: %v %+v", err, res)
+			}
+			tp.checkCOWs(t, out)
+		})
 	}
 }

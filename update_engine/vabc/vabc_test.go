@@ -141,8 +141,8 @@ func (tp *testPayload) checkCOWs(t *testing.T, out string) {
 		if !bytes.Equal(got, img) {
 			t.Fatalf("%s: old + COW differs from the extracted image (first difference at block %d)", name, firstDiff(got, img)/4096)
 		}
-		if _, err := os.Stat(filepath.Join(out, name+".cow.state")); err == nil {
-			t.Errorf("%s: state file left behind after completion", name)
+		if s, ok := loadState(filepath.Join(out, name+".cow.state")); !ok || !s.Complete || s.Label != cow.EndOfInstallLabel {
+			t.Errorf("%s: state after completion: %+v %v", name, s, ok)
 		}
 	}
 }

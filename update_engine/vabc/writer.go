@@ -67,6 +67,7 @@ type Result struct {
 	CompressionFactor uint32  `json:"compression_factor,omitempty"`
 	Operations        int     `json:"operations"`
 	ResumedAt         *uint64 `json:"resumed_at_label,omitempty"`
+	AlreadyComplete   bool    `json:"already_complete,omitempty"` // finished by an earlier run, skipped
 	SequenceBlocks    int     `json:"sequence_blocks"`
 	CopyBlocks        int     `json:"copy_blocks"`
 	XorBlocks         int     `json:"xor_blocks"`
@@ -258,6 +259,10 @@ type state struct {
 	Partition string `json:"partition"`
 	ID        string `json:"id"` // manifest + settings
 	Label     uint64 `json:"label"`
+	// Complete is set once the COW is finalized (and verified, if asked):
+	// a rerun skips the partition.
+	Complete bool `json:"complete,omitempty"`
+	Verified bool `json:"verified,omitempty"`
 }
 
 func loadState(path string) (state, bool) {
@@ -323,6 +328,7 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 	}
 	pw.plan = plan
 	pw.res.SequenceBlocks = len(plan.seq)
+	pw.res.CopyBlocks = len(plan.copies)
 	pw.res.DroppedHints = plan.dropped
 
 	size := imageSize(pu, bs)
@@ -341,7 +347,20 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 	statePath := pw.res.Path + ".state"
 	next := uint64(0)
 	var f *os.File
-	if s, ok := loadState(statePath); ok && s.ID == st.manifestID && s.Partition == name &&
+	if s, ok := loadState(statePath); ok && s.ID == st.manifestID && s.Partition == name && s.Complete {
+		// Finished by an earlier run; skip it if the file is still whole.
+		if r, err := cow.Open(pw.res.Path, nil); err == nil {
+			l, ok := r.LastLabel()
+			size := r.Size()
+			r.Close()
+			if ok && l == cow.EndOfInstallLabel && (s.Verified || pw.skipVerify || len(pu.GetNewPartitionInfo().GetHash()) == 0) {
+				pw.res.Size, pw.res.Verified, pw.res.AlreadyComplete = size, s.Verified, true
+				pw.res.CopyBlocks = len(plan.copies)
+				return pw.res, nil
+			}
+		}
+	}
+	if s, ok := loadState(statePath); ok && !s.Complete && s.ID == st.manifestID && s.Partition == name &&
 		(s.Label == cow.EndOfInstallLabel || s.Label <= uint64(len(pu.Operations))) {
 		f, err = os.OpenFile(pw.res.Path, os.O_RDWR, 0)
 		if err == nil {
@@ -424,7 +443,9 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 		}
 		pw.res.Verified = true
 	}
-	os.Remove(statePath)
+	if err := saveState(statePath, state{Partition: name, ID: st.manifestID, Label: cow.EndOfInstallLabel, Complete: true, Verified: pw.res.Verified}); err != nil {
+		return pw.res, err
+	}
 	return pw.res, nil
 }
 
@@ -741,6 +762,9 @@ func (r Result) String() string {
 	}
 	if r.Verified {
 		b.WriteString(", hash ok")
+	}
+	if r.AlreadyComplete {
+		b.WriteString(" (complete from an earlier run)")
 	}
 	return b.String()
 }
