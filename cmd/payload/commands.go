@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -327,10 +326,6 @@ func runExtract(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "%s: %d bytes, sha256 %s (%s)\n", r.Path, r.Size, r.SHA256, check)
 	}
 	return nil
-}
-
-func runApplyCow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("apply-cow: not implemented yet (needs the COW writer); use 'payload extract' for images")
 }
 
 // progressBar draws one line on a terminal, at most 10 times a second.
