@@ -58,5 +58,13 @@ FUZZTIME ?= 60s
 fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
 
+## proto: regenerate update_engine/metadata/update_metadata.pb.go (protoc from Debian + protoc-gen-go v1.36.12)
+PROTOC_GEN_GO_VERSION := v1.36.12
+proto:
+	@command -v protoc >/dev/null 2>&1 || apt-get install -y protobuf-compiler
+	@[ -x $(GOBIN)/protoc-gen-go ] && $(GOBIN)/protoc-gen-go --version | grep -q $(PROTOC_GEN_GO_VERSION) || \
+		GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	PATH=$(GOBIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative update_engine/metadata/update_metadata.proto
+
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,38 @@
+// Package generate builds Android A/B OTA payloads (payload.bin, spec
+// payload-format.md) from partition images: a pure-Go counterpart of AOSP's
+// delta_generator.
+//
+// Full payloads (no source images, minor version 0) cover every block of every
+// partition with ZERO operations for zero runs and, per chunk (2 MiB by
+// default), the smallest of REPLACE_XZ / REPLACE_BZ / REPLACE_ZSTD (when
+// enabled) / REPLACE.
+//
+// Incremental payloads (source images given, minor version ≥ 2) classify each
+// destination block: unchanged in place or found elsewhere in the source
+// (a block hash index) → SOURCE_COPY; all zero → ZERO; otherwise the block
+// belongs to a changed region, for which a bsdiff patch against a few source
+// windows (same position, and next to the neighbouring copied blocks) is
+// compared with the best REPLACE; the patch wins only when smaller
+// (BROTLI_BSDIFF with BSDF2 from minor 4, SOURCE_BSDIFF with BSDIFF40 below).
+// Operations carry data_sha256_hash and (minor ≥ 3) src_sha256_hash; every
+// partition carries old/new partition_info; blobs are contiguous in manifest
+// order (spec §1.2).
+//
+// Virtual A/B compression metadata (spec §2.6, §2.7, §3.9): the manifest gets
+// dynamic_partition_metadata (snapshot/vabc enabled, compression parameter,
+// COW version, compression factor) and each partition merge_operations —
+// COW_COPY for moved blocks and COW_XOR derived from the bsdiff control
+// streams — ordered so that no block is overwritten before every merge
+// operation reading it has run (cycles are broken by dropping operations,
+// which then become COW replace data), plus estimate_cow_size and
+// estimate_op_count_max computed as upper bounds.
+//
+// Signing (spec §4): with signers, the payload gets a metadata signature and a
+// payload signature. Signatures are zero-padded to the key's maximum size so
+// the Signatures message sizes, and therefore signatures_offset/size in the
+// manifest and the header's metadata_signature_size, are fixed before the
+// signed bytes are hashed.
+//
+// Work is spread over Config.Threads goroutines; results are placed by index,
+// so the output is byte-identical for any thread count.
+package generate

@@ -1,0 +1,93 @@
+package vabc
+
+import (
+	"testing"
+
+	"github.com/vabc-go/vabc/update_engine/metadata"
+)
+
+func ext(start, n uint64) *metadata.Extent {
+	return &metadata.Extent{StartBlock: &start, NumBlocks: &n}
+}
+
+// FuzzPlanMerge feeds arbitrary merge hints and SOURCE_COPY / bsdiff
+// operations to planMerge and checks its invariants: every sequence entry is
+// unique and is either an up-front Copy that a SOURCE_COPY really performs or
+// an XOR block of a bsdiff destination.
+func FuzzPlanMerge(f *testing.F) {
+	f.Add([]byte{0, 4, 10, 4, 4, 0, 1, 2, 3, 2, 0, 2, 20, 1, 3, 3, 1, 100})
+	f.Add([]byte{1, 1, 0, 3, 5, 3, 0, 1, 5, 2, 0, 1, 1, 1, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		next := func() uint64 {
+			if len(b) == 0 {
+				return 0
+			}
+			v := uint64(b[0])
+			b = b[1:]
+			return v
+		}
+		pu := &metadata.PartitionUpdate{PartitionName: new("p")}
+		nops := next() % 6
+		for range nops {
+			typ := metadata.InstallOperation_SOURCE_COPY
+			if next()%2 == 1 {
+				typ = metadata.InstallOperation_BROTLI_BSDIFF
+			}
+			op := &metadata.InstallOperation{Type: typ.Enum()}
+			op.SrcExtents = []*metadata.Extent{ext(next()%32, next()%8)}
+			n := op.SrcExtents[0].GetNumBlocks()
+			if typ != metadata.InstallOperation_SOURCE_COPY {
+				n = next() % 8
+			}
+			op.DstExtents = []*metadata.Extent{ext(next()%32, n)}
+			pu.Operations = append(pu.Operations, op)
+		}
+		nm := next() % 8
+		for range nm {
+			m := &metadata.CowMergeOperation{Type: metadata.CowMergeOperation_Type(next() % 3).Enum()}
+			m.SrcExtent = ext(next()%40, next()%6)
+			m.DstExtent = ext(next()%40, next()%6)
+			off := uint32(next() * 20)
+			m.SrcOffset = &off
+			pu.MergeOperations = append(pu.MergeOperations, m)
+		}
+		plan, err := planMerge(pu, 4096, 30, next()%2 == 0)
+		if err != nil {
+			return
+		}
+		pairs := map[uint64]uint64{}
+		diff := map[uint64]bool{}
+		for _, op := range pu.Operations {
+			d, s := blocksOf(op.DstExtents), blocksOf(op.SrcExtents)
+			for k := range d {
+				if op.GetType() == metadata.InstallOperation_SOURCE_COPY {
+					pairs[d[k]] = s[k]
+				} else {
+					diff[d[k]] = true
+				}
+			}
+		}
+		seen := map[uint32]bool{}
+		for _, d := range plan.seq {
+			if seen[d] {
+				t.Fatalf("block %d twice in the sequence", d)
+			}
+			seen[d] = true
+			_, isXor := plan.xor[uint64(d)]
+			if plan.copied[uint64(d)] == isXor {
+				t.Fatalf("block %d: copied %v xor %v", d, plan.copied[uint64(d)], isXor)
+			}
+			if isXor && !diff[uint64(d)] {
+				t.Fatalf("XOR block %d not written by a bsdiff op", d)
+			}
+		}
+		for _, c := range plan.copies {
+			if s, ok := pairs[c[0]]; !ok || s != c[1] || s >= 30 {
+				t.Fatalf("copy %v not performed by a SOURCE_COPY", c)
+			}
+		}
+		if len(plan.copies)+len(plan.xor) != len(plan.seq) {
+			t.Fatalf("%d copies + %d xor != %d sequence entries", len(plan.copies), len(plan.xor), len(plan.seq))
+		}
+	})
+}
