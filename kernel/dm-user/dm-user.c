@@ -447,8 +447,17 @@ static ssize_t dmu_read(struct file *file, char __user *buf, size_t count, loff_
 		size_t n;
 
 		if (msg->off < DM_USER_HEADER_SIZE) {
+			u8 hdr[DM_USER_HEADER_SIZE];
+
+			/*
+			 * The message lives in dm's per-bio data, a slab cache
+			 * without a usercopy whitelist: hardened usercopy
+			 * refuses to copy from it directly, so bounce through
+			 * the stack.
+			 */
+			memcpy(hdr, msg->hdr, sizeof(hdr));
 			n = min_t(size_t, count - done, DM_USER_HEADER_SIZE - msg->off);
-			if (copy_to_user(buf + done, msg->hdr + msg->off, n)) {
+			if (copy_to_user(buf + done, hdr + msg->off, n)) {
 				ret = -EFAULT;
 				break;
 			}

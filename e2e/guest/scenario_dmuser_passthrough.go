@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vabc-go/vabc/kernel/dm"
+)
+
+func init() {
+	register(scenario{name: "dmuser-passthrough", run: dmuserPassthrough, limit: 120 * time.Second})
+}
+
+// daemonProc is a passthrough-daemon child process.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan struct{}
+	err  error
+}
+
+func startDaemon(e *env, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
+	d := &daemonProc{done: make(chan struct{})}
+	d.cmd = exec.Command("/proc/self/exe", "passthrough-daemon", "-ctl", ctl, "-store", store,
+		"-channels", fmt.Sprint(channels), "-delay", delay.String())
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	d.cmd.Stdout, d.cmd.Stderr = pw, pw
+	if err := d.cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, err
+	}
+	pw.Close()
+	go func() {
+		s := bufio.NewScanner(pr)
+		for s.Scan() {
+			d.mu.Lock()
+			d.out.WriteString(s.Text() + "\n")
+			d.mu.Unlock()
+			e.logf("daemon[%d]: %s", d.cmd.Process.Pid, s.Text())
+		}
+		pr.Close()
+	}()
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	return d, nil
+}
+
+func (d *daemonProc) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.String()
+}
+
+func (d *daemonProc) kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+// wait waits for the daemon to exit and returns its exit code.
+func (d *daemonProc) wait(timeout time.Duration) (int, error) {
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.kill()
+		return -1, fmt.Errorf("daemon did not exit within %s", timeout)
+	}
+	if d.err == nil {
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(d.err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return -1, d.err
+}
+
+// userStatus reads the dm-user target's status line.
+func userStatus(c *dm.Control, name string) (dm.UserStatus, error) {
+	st, err := c.Status(name)
+	if err != nil {
+		return dm.UserStatus{}, err
+	}
+	if len(st) != 1 || st[0].Type != "user" {
+		return dm.UserStatus{}, fmt.Errorf("status of %s = %v", name, st)
+	}
+	return dm.ParseUserStatus(st[0].Params)
+}
+
+func waitChannels(ctx context.Context, c *dm.Control, name string, n uint32) error {
+	return waitFor(ctx, fmt.Sprintf("%d daemon channels on %s", n, name), 10*time.Millisecond, func() (bool, error) {
+		s, err := userStatus(c, name)
+		return err == nil && s.Channels == n, err
+	})
+}
+
+// makeStore writes a file of size bytes with deterministic pseudo-random content.
+func makeStore(path string, size int, seed uint64) ([]byte, error) {
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for i := 0; i+8 <= len(data); i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8; j++ {
+			data[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return data, os.WriteFile(path, data, 0o600)
+}
+
+func dmuserPassthrough(ctx context.Context, e *env) error {
+	const name = "t-pt"
+	const size = 32 << 20
+	c, err := dm.Open()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	defer cleanup(c, name)
+
+	store := "/tmp/pt.store"
+	want, err := makeStore(store, size, 1)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(store)
+
+	path, err := c.CreateDevice(name, []dm.Target{dm.User(0, size/512, name)}, nil)
+	if err != nil {
+		return err
+	}
+	ctl := "/dev/dm-user/" + name
+	if _, err := os.Stat(ctl); err != nil {
+		return fmt.Errorf("control node: %w", err)
+	}
+	table, err := c.Table(name)
+	if err != nil || len(table) != 1 || table[0].Params != fmt.Sprintf("0 %d %s", size/512, name) {
+		return fmt.Errorf("table = %v, %v", table, err)
+	}
+	d, err := startDaemon(e, ctl, store, 4, 0)
+	if err != nil {
+		return err
+	}
+	defer d.kill()
+	if err := waitChannels(ctx, c, name, 4); err != nil {
+		return err
+	}
+
+	// 1. Whole-device O_DIRECT read, 1 MiB at a time.
+	t0 := time.Now()
+	for off := 0; off < size; off += 1 << 20 {
+		got, err := directRead(path, int64(off), 1<<20)
+		if err != nil {
+			return fmt.Errorf("read @%d: %w", off, err)
+		}
+		if !bytes.Equal(got, want[off:off+1<<20]) {
+			return fmt.Errorf("read @%d: data differs from the store", off)
+		}
+	}
+	e.logf("sequential O_DIRECT read of %d MiB: %.1f MiB/s", size>>20, float64(size>>20)/time.Since(t0).Seconds())
+
+	// 2. Writes reach the store; fsync of the device sends a flush.
+	blk := make([]byte, 256<<10)
+	for i := range blk {
+		blk[i] = byte(i*7 + 3)
+	}
+	const woff = 3<<20 + 4096
+	if err := directWrite(path, woff, blk); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	copy(want[woff:], blk)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	f.Close()
+	onDisk, err := os.ReadFile(store)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(onDisk[woff:woff+len(blk)], blk) {
+		return errors.New("written data not in the store")
+	}
+	got, err := directRead(path, woff-4096, len(blk)+8192)
+	if err != nil || !bytes.Equal(got, want[woff-4096:woff+len(blk)+4096]) {
+		return fmt.Errorf("read back around the write: %v", err)
+	}
+
+	// 3. Many parallel readers with busybox dd iflag=direct, each a different range.
+	const readers, chunk = 16, size / 16
+	t0 = time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, readers)
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := fmt.Sprintf("/tmp/pt.read.%d", i)
+			defer os.Remove(out)
+			if _, err := busybox(ctx, "dd", "if="+path, "of="+out, "bs=64k",
+				fmt.Sprintf("skip=%d", i*chunk/(64<<10)), fmt.Sprintf("count=%d", chunk/(64<<10)), "iflag=direct"); err != nil {
+				errs[i] = err
+				return
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			if !bytes.Equal(b, want[i*chunk:(i+1)*chunk]) {
+				errs[i] = fmt.Errorf("reader %d: data differs from the store", i)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	e.logf("%d parallel dd iflag=direct readers, %d MiB: %.1f MiB/s", readers, size>>20,
+		float64(size>>20)/time.Since(t0).Seconds())
+
+	s, err := userStatus(c, name)
+	if err != nil || s.Channels != 4 || s.Outstanding != 0 || s.DaemonLost {
+		return fmt.Errorf("idle status %+v, %v; want 4 channels, 0 outstanding", s, err)
+	}
+
+	// 4. Removing the device ends the daemon: every channel reads ENOTBLK.
+	if err := c.Remove(name, false); err != nil {
+		return err
+	}
+	code, err := d.wait(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	if code != exitENOTBLK {
+		return fmt.Errorf("daemon exit code %d after remove, want %d (ENOTBLK on every channel)", code, exitENOTBLK)
+	}
+	out := d.output()
+	if !strings.Contains(out, "enotblk=true") || strings.Contains(out, "flushes=0") ||
+		strings.Contains(out, "writes=0 ") || strings.Contains(out, "reads=0 ") {
+		return fmt.Errorf("daemon stats: %q", out)
+	}
+	if _, err := os.Stat(ctl); !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s still present after remove: %v", ctl, err)
+	}
+	return nil
+}
