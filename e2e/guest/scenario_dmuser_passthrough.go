@@ -123,14 +123,36 @@ func makeStore(path string, size int, seed uint64) ([]byte, error) {
 	return data, os.WriteFile(path, data, 0o600)
 }
 
+// dmuserPassthrough: a daemon process serves a file through the module (read, write, flush,
+// 16 parallel dd iflag=direct readers), then the protocol edge cases and the
+// outstanding-message limit are driven by hand (dmuser_protocol.go).
 func dmuserPassthrough(ctx context.Context, e *env) error {
-	const name = "t-pt"
-	const size = 32 << 20
 	c, err := dm.Open()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	steps := []struct {
+		name string
+		fn   func(context.Context, *env, *dm.Control) error
+	}{
+		{"daemon-io", ptDaemonIO},
+		{"protocol-edges", protocolEdges},
+		{"outstanding-limit", outstandingLimit},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		if err := s.fn(ctx, e, c); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		e.logf("%s ok (%.2fs)", s.name, time.Since(t0).Seconds())
+	}
+	return nil
+}
+
+func ptDaemonIO(ctx context.Context, e *env, c *dm.Control) error {
+	const name = "t-pt"
+	const size = 32 << 20
 	defer cleanup(c, name)
 
 	store := "/tmp/pt.store"

@@ -289,7 +289,11 @@ static int dmu_map(struct dm_target *ti, struct bio *bio)
 	INIT_LIST_HEAD(&msg->node);
 	msg->bio = bio;
 	msg->flags = dmu_flags(bio->bi_opf);
-	msg->sector = t->offset + dm_target_offset(ti, bio->bi_iter.bi_sector);
+	/* An empty flush has no meaningful sector; report 0. */
+	if (msg->type == DM_USER_REQ_MAP_FLUSH)
+		msg->sector = 0;
+	else
+		msg->sector = t->offset + dm_target_offset(ti, bio->bi_iter.bi_sector);
 	msg->len = bio->bi_iter.bi_size;
 	msg->iter0 = bio->bi_iter;
 	dmu_msg_rewind(msg);
