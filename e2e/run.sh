@@ -9,7 +9,8 @@
 # shows a kernel Oops, BUG or WARNING.
 #
 # Usage: bash e2e/run.sh [scenario ...]     (default: all)
-# Env:   VM_TIMEOUT (s, default 420)  VM_MEM (default 512M)  VM_SMP (default 1)
+# Env:   VABC_KERNEL=bpo  boot the bookworm-backports kernel (6.12) instead of the default
+#        VM_TIMEOUT (s, default 420)  VM_MEM (default 512M)  VM_SMP (default 1)
 #        VABC_VM_REQUIRE_ALL=1  count scenarios that are not present yet (SKIP) as failures
 #        KEEP=1  keep e2e/out/initramfs staging for inspection
 set -euo pipefail
@@ -29,8 +30,8 @@ if ! file -L "$BUSYBOX" 2>/dev/null | grep -q static && [ -x /bin/busybox ]; the
 
 # 1. Kernel image + headers (cached by version; only downloads when Debian moved on).
 bash e2e/fetch-kernel.sh
-# shellcheck disable=SC1091
-. e2e/cache/current.env
+# shellcheck disable=SC1090
+. "e2e/cache/current${VABC_KERNEL:+-$VABC_KERNEL}.env"
 say "kernel $KVER ($KVERSION)"
 
 # 2. Our dm-user module, built out of tree in a scratch copy (keeps the source dir clean).
@@ -111,7 +112,7 @@ t_vm=$(date +%s.%N)
 qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
 	-nodefaults -display none -serial stdio -no-reboot \
 	-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
-	-append "console=ttyS0 panic=-1 quiet vabc.run=$run_filter" \
+	-append "console=ttyS0 panic=-1 quiet no_timer_check vabc.run=$run_filter" \
 	-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
 	-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
 	</dev/null >"$LOG" 2>&1 &

@@ -12,6 +12,7 @@ pkgs=(
 	fuse3          # fusermount3 for the FUSE frontend
 	qemu-system-x86 busybox-static cpio kmod   # VM integration tests
 	make gcc libelf-dev bc flex bison     # building the dm-user kernel module
+	dwarves        # pahole: building the module against the 6.12 backports headers (VABC_KERNEL=bpo)
 )
 missing=()
 for p in "${pkgs[@]}"; do

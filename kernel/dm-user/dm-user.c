@@ -626,7 +626,6 @@ static const struct file_operations dmu_fops = {
 	.read = dmu_read,
 	.write = dmu_write,
 	.poll = dmu_poll,
-	.llseek = no_llseek,
 };
 
 /* ---- target constructor / destructor ------------------------------------ */
