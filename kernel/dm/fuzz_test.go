@@ -68,7 +68,7 @@ func FuzzDecodeHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(data) > len(b) || len(h.Name) >= nameLen {
+		if len(data) > len(b) || len(h.Name) > nameLen || len(h.UUID) > uuidLen {
 			t.Fatalf("bad decode: %d data bytes from %d", len(data), len(b))
 		}
 		if len(b) >= 16 && binary.LittleEndian.Uint32(b[16:]) < ioctlHeaderSize && data != nil {
