@@ -29,10 +29,10 @@ func (r *ramStore) ReadSectors(p []byte, sector uint64) error {
 	if r.block != nil {
 		<-r.block
 	}
-	off := int64(sector) * SectorSize
-	if off+int64(len(p)) > int64(len(r.data)) {
+	if sector > uint64(len(r.data))/SectorSize || int64(sector)*SectorSize+int64(len(p)) > int64(len(r.data)) {
 		return fmt.Errorf("read beyond end")
 	}
+	off := int64(sector) * SectorSize
 	if r.failAt >= 0 && r.failAt >= int64(sector) && r.failAt < int64(sector)+int64(len(p))/SectorSize {
 		return fmt.Errorf("injected failure at sector %d", r.failAt)
 	}
@@ -43,10 +43,10 @@ func (r *ramStore) ReadSectors(p []byte, sector uint64) error {
 }
 
 func (r *ramStore) WriteSectors(p []byte, sector uint64) error {
-	off := int64(sector) * SectorSize
-	if off+int64(len(p)) > int64(len(r.data)) {
+	if sector > uint64(len(r.data))/SectorSize || int64(sector)*SectorSize+int64(len(p)) > int64(len(r.data)) {
 		return fmt.Errorf("write beyond end")
 	}
+	off := int64(sector) * SectorSize
 	r.mu.Lock()
 	copy(r.data[off:], p)
 	r.mu.Unlock()
@@ -64,7 +64,7 @@ func (r *ramStore) Discard(sector, length uint64) error {
 	off := int64(sector) * SectorSize
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if off+int64(length) > int64(len(r.data)) {
+	if sector > uint64(len(r.data))/SectorSize || length > uint64(len(r.data)) || off+int64(length) > int64(len(r.data)) {
 		return fmt.Errorf("discard beyond end")
 	}
 	clear(r.data[off : off+int64(length)])

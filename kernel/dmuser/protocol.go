@@ -108,6 +108,16 @@ func (w *Worker) HandleMessage(c Conn) error {
 		return &ProtocolError{Header: req, Msg: "len exceeds 1 GiB"}
 	}
 	typ := Type(req.Type)
+	if req.Sector > (1<<63)/SectorSize {
+		// sector×512 would overflow an int64 byte offset. The payload of a
+		// write still has to be consumed to keep the stream in sync.
+		if typ.hasPayload() {
+			if _, err := io.CopyN(io.Discard, c, int64(req.Len)); err != nil {
+				return gone(err)
+			}
+		}
+		return w.respond(c, req, fmt.Errorf("sector %d out of range", req.Sector))
+	}
 	if typ.hasPayload() {
 		return w.handleWrite(c, req)
 	}
