@@ -1,25 +1,31 @@
 package main
 
 // The passthrough test daemon: serves a file (on the guest's tmpfs) as the block device
-// behind a dm-user target. It speaks the dm-user protocol of snapuserd.md §2 directly with
-// a minimal loop of its own, because the shared kernel/dmuser package (being written on the
-// dmuser branch) was not available when this harness was written; it only exists to drive
-// the kernel module, not to be a product daemon.
+// behind a dm-user target. By default (-impl dmuser) it uses the product transport,
+// kernel/dmuser.Server, so the VM tests exercise that package against the real module.
+// -impl raw is a minimal protocol loop of its own (snapuserd.md §2), written before
+// kernel/dmuser existed; it stays as an independent second implementation of the wire
+// format.
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vabc-go/vabc/kernel/dmuser"
 )
 
 // dm-user message header (snapuserd.md §2): five little-endian u64.
@@ -70,8 +76,9 @@ func daemonMain(args []string) int {
 	store := fs.String("store", "", "backing file")
 	channels := fs.Int("channels", 4, "control-node channels (one goroutine each)")
 	delay := fs.Duration("delay", 0, "sleep before answering each request (to keep I/O in flight)")
-	if err := fs.Parse(args); err != nil || *ctl == "" || *store == "" {
-		fmt.Fprintln(os.Stderr, "usage: passthrough-daemon -ctl /dev/dm-user/NAME -store FILE [-channels N] [-delay D]")
+	impl := fs.String("impl", "dmuser", "protocol implementation: dmuser (kernel/dmuser.Server) or raw")
+	if err := fs.Parse(args); err != nil || *ctl == "" || *store == "" || (*impl != "dmuser" && *impl != "raw") {
+		fmt.Fprintln(os.Stderr, "usage: passthrough-daemon -ctl /dev/dm-user/NAME -store FILE [-channels N] [-delay D] [-impl dmuser|raw]")
 		return exitUsage
 	}
 	f, err := os.OpenFile(*store, os.O_RDWR, 0)
@@ -82,6 +89,9 @@ func daemonMain(args []string) int {
 	defer f.Close()
 
 	var st daemonStats
+	if *impl == "dmuser" {
+		return serveDmuser(*ctl, f, *channels, *delay, &st)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, *channels)
 	for i := 0; i < *channels; i++ {
@@ -176,4 +186,58 @@ func serveChannel(c *os.File, store *os.File, delay time.Duration, st *daemonSta
 			return fmt.Errorf("request seq %d: answer: %w", h.Seq, err)
 		}
 	}
+}
+
+// fileHandler is a kernel/dmuser.Handler over a file.
+type fileHandler struct {
+	f     *os.File
+	delay time.Duration
+	st    *daemonStats
+}
+
+func (h *fileHandler) ReadSectors(p []byte, sector uint64) error {
+	h.st.reads.Add(1)
+	time.Sleep(h.delay)
+	_, err := h.f.ReadAt(p, int64(sector)*512)
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("read past the end of the store at sector %d", sector)
+	}
+	return err
+}
+
+func (h *fileHandler) WriteSectors(p []byte, sector uint64) error {
+	h.st.writes.Add(1)
+	time.Sleep(h.delay)
+	_, err := h.f.WriteAt(p, int64(sector)*512)
+	return err
+}
+
+func (h *fileHandler) Flush() error {
+	h.st.flushes.Add(1)
+	return h.f.Sync()
+}
+
+func (h *fileHandler) Discard(sector, length uint64) error {
+	h.st.other.Add(1)
+	return dmuser.ErrUnsupported
+}
+
+func serveDmuser(ctl string, f *os.File, channels int, delay time.Duration, st *daemonStats) int {
+	chans, err := dmuser.OpenChannels(filepath.Dir(ctl), filepath.Base(ctl), channels)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		return exitError
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv := dmuser.NewServer(filepath.Base(ctl), &fileHandler{f: f, delay: delay, st: st}, chans, log)
+	fmt.Printf("DAEMON: ready %d channels on %s (kernel/dmuser)\n", channels, ctl)
+	// Run returns nil once every channel has seen ENOTBLK (target gone).
+	code := exitENOTBLK
+	if err := srv.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		code = exitError
+	}
+	fmt.Printf("DAEMON: exit reads=%d writes=%d flushes=%d other=%d enotblk=%v\n",
+		st.reads.Load(), st.writes.Load(), st.flushes.Load(), st.other.Load(), code == exitENOTBLK)
+	return code
 }

@@ -31,8 +31,12 @@ type daemonProc struct {
 }
 
 func startDaemon(e *env, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
+	return startDaemonImpl(e, "dmuser", ctl, store, channels, delay)
+}
+
+func startDaemonImpl(e *env, impl, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
 	d := &daemonProc{done: make(chan struct{})}
-	d.cmd = exec.Command("/proc/self/exe", "passthrough-daemon", "-ctl", ctl, "-store", store,
+	d.cmd = exec.Command("/proc/self/exe", "passthrough-daemon", "-impl", impl, "-ctl", ctl, "-store", store,
 		"-channels", fmt.Sprint(channels), "-delay", delay.String())
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -136,7 +140,12 @@ func dmuserPassthrough(ctx context.Context, e *env) error {
 		name string
 		fn   func(context.Context, *env, *dm.Control) error
 	}{
-		{"daemon-io", ptDaemonIO},
+		{"daemon-io", func(ctx context.Context, e *env, c *dm.Control) error {
+			return ptDaemonIO(ctx, e, c, "dmuser", 32<<20)
+		}},
+		{"daemon-io-raw", func(ctx context.Context, e *env, c *dm.Control) error {
+			return ptDaemonIO(ctx, e, c, "raw", 8<<20)
+		}},
 		{"protocol-edges", protocolEdges},
 		{"outstanding-limit", outstandingLimit},
 	}
@@ -150,19 +159,19 @@ func dmuserPassthrough(ctx context.Context, e *env) error {
 	return nil
 }
 
-func ptDaemonIO(ctx context.Context, e *env, c *dm.Control) error {
-	const name = "t-pt"
-	const size = 32 << 20
+// ptDaemonIO serves a size-byte store with the daemon implementation impl (dmuser or raw).
+func ptDaemonIO(ctx context.Context, e *env, c *dm.Control, impl string, size int) error {
+	name := "t-pt-" + impl
 	defer cleanup(c, name)
 
-	store := "/tmp/pt.store"
+	store := "/tmp/" + name + ".store"
 	want, err := makeStore(store, size, 1)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(store)
 
-	path, err := c.CreateDevice(name, []dm.Target{dm.User(0, size/512, name)}, nil)
+	path, err := c.CreateDevice(name, []dm.Target{dm.User(0, uint64(size/512), name)}, nil)
 	if err != nil {
 		return err
 	}
@@ -174,7 +183,7 @@ func ptDaemonIO(ctx context.Context, e *env, c *dm.Control) error {
 	if err != nil || len(table) != 1 || table[0].Params != fmt.Sprintf("0 %d %s", size/512, name) {
 		return fmt.Errorf("table = %v, %v", table, err)
 	}
-	d, err := startDaemon(e, ctl, store, 4, 0)
+	d, err := startDaemonImpl(e, impl, ctl, store, 4, 0)
 	if err != nil {
 		return err
 	}
@@ -228,7 +237,8 @@ func ptDaemonIO(ctx context.Context, e *env, c *dm.Control) error {
 	}
 
 	// 3. Many parallel readers with busybox dd iflag=direct, each a different range.
-	const readers, chunk = 16, size / 16
+	const readers = 16
+	chunk := size / readers
 	t0 = time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, readers)
