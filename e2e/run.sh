@@ -75,6 +75,15 @@ for applet in $("$STAGE/bin/busybox" --list); do
 	ln -sf busybox "$STAGE/bin/$applet"
 done
 for a in modprobe insmod rmmod; do ln -sf ../bin/busybox "$STAGE/sbin/$a"; done
+# dmsetup (dynamically linked in Debian) with its libraries: the guest cross-checks our Go
+# ioctl encoding against libdevmapper ("dmsetup targets", "dmsetup table").
+if DMSETUP=$(command -v dmsetup); then
+	cp -L "$DMSETUP" "$STAGE/sbin/dmsetup"
+	for lib in $(ldd "$DMSETUP" | grep -oE '/[^ ]+'); do
+		mkdir -p "$STAGE$(dirname "$lib")"
+		cp -L "$lib" "$STAGE$lib"
+	done
+fi
 MODS="virtio_pci virtio_blk dm-mod dm-snapshot dm-zero loop ext4"
 for m in $MODS; do
 	modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +52,15 @@ func dmIoctl(ctx context.Context, e *env) error {
 		if !slices.ContainsFunc(ts, func(t dm.TargetVersion) bool { return t.Name == want }) {
 			return fmt.Errorf("target %q not registered (have %v)", want, names)
 		}
+	}
+
+	// Cross-check with libdevmapper: "dmsetup targets" must list user too.
+	if out, err := dmsetup(ctx, "targets"); err != nil {
+		return err
+	} else if !strings.Contains(out, "user ") {
+		return fmt.Errorf("dmsetup targets does not list user:\n%s", out)
+	} else {
+		e.logf("dmsetup targets: %s", strings.Join(strings.Fields(out), " "))
 	}
 
 	steps := []struct {
@@ -107,6 +118,22 @@ func dmLinearZeroError(ctx context.Context, e *env, c *dm.Control) error {
 	if len(got) != 3 || got[0].Type != "linear" || got[0].Params != wantParams || got[1].Type != "zero" ||
 		got[2].Type != "error" || got[2].Start != 4096 || got[2].Length != 8 {
 		return fmt.Errorf("table = %v, want linear %s / zero / error", got, wantParams)
+	}
+	// libdevmapper decodes the same table from the kernel.
+	out, err := dmsetup(ctx, "table", name)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, t := range got {
+		lines = append(lines, strings.TrimSpace(t.String()))
+	}
+	var dmLines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		dmLines = append(dmLines, strings.TrimSpace(l))
+	}
+	if !slices.Equal(dmLines, lines) {
+		return fmt.Errorf("dmsetup table:\n%s\nkernel/dm table:\n%s", out, strings.Join(lines, "\n"))
 	}
 	st, err := c.Status(name)
 	if err != nil {
@@ -364,4 +391,16 @@ func dmWaitOverflow(ctx context.Context, e *env, c *dm.Control) error {
 		return errors.New("DM_DEV_WAIT did not return after the snapshot overflowed")
 	}
 	return nil
+}
+
+// dmsetup runs the initramfs copy of libdevmapper's dmsetup without udev (vm-harness.md §12
+// trap 1).
+func dmsetup(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "/sbin/dmsetup", args...)
+	cmd.Env = append(os.Environ(), "DM_DISABLE_UDEV=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("dmsetup %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
 }
