@@ -160,6 +160,7 @@ while read -r _ name verdict secs reason; do
 		;;
 	esac
 done < <(grep -a '^VMTEST-RESULT: ' "$LOG" | tr -d '\r')
+grep -a '^VMTEST-METRIC: ' "$LOG" | tr -d '\r' | sed 's/^VMTEST-METRIC: /vm-test: metric /' >&2 || true
 if ! grep -aq '^VMTEST-DONE' "$LOG"; then
 	why="VM did not finish"
 	[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vabc-go/vabc/kernel/dm"
+	"github.com/vabc-go/vabc/kernel/loop"
 )
 
 func init() {
@@ -270,6 +271,12 @@ func ptDaemonIO(ctx context.Context, e *env, c *dm.Control, impl string, size in
 	e.logf("%d parallel dd iflag=direct readers, %d MiB: %.1f MiB/s", readers, size>>20,
 		float64(size>>20)/time.Since(t0).Seconds())
 
+	if impl == "dmuser" {
+		if err := compareWithLinear(ctx, e, c, path, store, size); err != nil {
+			return err
+		}
+	}
+
 	s, err := userStatus(c, name)
 	if err != nil || s.Channels != 4 || s.Outstanding != 0 || s.DaemonLost {
 		return fmt.Errorf("idle status %+v, %v; want 4 channels, 0 outstanding", s, err)
@@ -294,5 +301,46 @@ func ptDaemonIO(ctx context.Context, e *env, c *dm.Control, impl string, size in
 	if _, err := os.Stat(ctl); !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s still present after remove: %v", ctl, err)
 	}
+	return nil
+}
+
+// ddRate times "dd if=path of=/dev/null bs=1M iflag=direct" over size bytes, in MiB/s.
+func ddRate(ctx context.Context, path string, size int) (float64, error) {
+	t0 := time.Now()
+	if _, err := busybox(ctx, "dd", "if="+path, "of=/dev/null", "bs=1M", fmt.Sprintf("count=%d", size>>20), "iflag=direct"); err != nil {
+		return 0, err
+	}
+	return float64(size>>20) / time.Since(t0).Seconds(), nil
+}
+
+// compareWithLinear reads the dm-user device and a dm-linear device over a loop device on
+// the same store with dd iflag=direct in the same boot and prints the ratio as a metric
+// line (the VM half of make bench; the snapuserd-served variant follows with snapuserd).
+func compareWithLinear(ctx context.Context, e *env, c *dm.Control, userPath, store string, size int) error {
+	ld, err := loop.Attach(store, nil)
+	if err != nil {
+		return err
+	}
+	defer loop.Detach(ld.Path)
+	const lin = "t-pt-linear"
+	linPath, err := c.CreateDevice(lin, []dm.Target{dm.Linear(0, uint64(size/512), ld.Path, 0)}, nil)
+	if err != nil {
+		return err
+	}
+	defer cleanup(c, lin)
+	var userRate, linRate float64
+	for i := 0; i < 2; i++ { // best of two, TCG timing is noisy
+		u, err := ddRate(ctx, userPath, size)
+		if err != nil {
+			return err
+		}
+		l, err := ddRate(ctx, linPath, size)
+		if err != nil {
+			return err
+		}
+		userRate, linRate = max(userRate, u), max(linRate, l)
+	}
+	fmt.Printf("VMTEST-METRIC: dmuser_passthrough_read_mib_s=%.1f linear_loop_read_mib_s=%.1f ratio=%.3f\n",
+		userRate, linRate, userRate/linRate)
 	return nil
 }
