@@ -12,6 +12,7 @@
 # Env:   VABC_KERNEL=bpo  boot the bookworm-backports kernel (6.12) instead of the default
 #        VM_TIMEOUT (s, default 420)  VM_MEM (default 512M)  VM_SMP (default 1)
 #        VABC_VM_REQUIRE_ALL=1  count scenarios that are not present yet (SKIP) as failures
+#        VM_REPEAT=N  run each scenario N times in the boot (race hunting)
 #        KEEP=1  keep e2e/out/initramfs staging for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -121,7 +122,7 @@ t_vm=$(date +%s.%N)
 qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
 	-nodefaults -display none -serial stdio -no-reboot \
 	-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
-	-append "console=ttyS0 panic=-1 quiet no_timer_check vabc.run=$run_filter" \
+	-append "console=ttyS0 panic=-1 quiet no_timer_check vabc.run=$run_filter vabc.repeat=${VM_REPEAT:-1}" \
 	-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
 	-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
 	</dev/null >"$LOG" 2>&1 &

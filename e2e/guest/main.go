@@ -43,6 +43,7 @@ func main() {
 	go streamKernelLog()
 
 	want := selected(cmdline())
+	repeat := repeatCount(cmdline())
 	for _, s := range scenarios {
 		if !want(s.name) {
 			continue
@@ -51,8 +52,15 @@ func main() {
 			result(s.name, "SKIP", 0, s.missing)
 			continue
 		}
+		// vabc.repeat=N runs each scenario N times (flake and race hunting); the first
+		// failure is the result.
 		t0 := time.Now()
-		err := runScenario(s)
+		var err error
+		for i := 0; i < repeat && err == nil; i++ {
+			if err = runScenario(s); err != nil && repeat > 1 {
+				err = fmt.Errorf("run %d of %d: %w", i+1, repeat, err)
+			}
+		}
 		d := time.Since(t0).Seconds()
 		if err != nil {
 			result(s.name, "FAIL", d, err.Error())
@@ -114,6 +122,19 @@ func uptime() string {
 func cmdline() string {
 	b, _ := os.ReadFile("/proc/cmdline")
 	return string(b)
+}
+
+// repeatCount returns vabc.repeat=N (default 1).
+func repeatCount(cmdline string) int {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "vabc.repeat="); ok {
+			var n int
+			if _, err := fmt.Sscanf(v, "%d", &n); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 1
 }
 
 // selected returns the filter given by vabc.run= (comma-separated names, default all).

@@ -24,11 +24,12 @@ func init() {
 
 // daemonProc is a passthrough-daemon child process.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-	err  error
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	out     strings.Builder
+	outDone chan struct{} // closed when the output pipe reached EOF
+	done    chan struct{}
+	err     error
 }
 
 func startDaemon(e *env, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
@@ -36,7 +37,7 @@ func startDaemon(e *env, ctl, store string, channels int, delay time.Duration) (
 }
 
 func startDaemonImpl(e *env, impl, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
-	d := &daemonProc{done: make(chan struct{})}
+	d := &daemonProc{done: make(chan struct{}), outDone: make(chan struct{})}
 	d.cmd = exec.Command("/proc/self/exe", "passthrough-daemon", "-impl", impl, "-ctl", ctl, "-store", store,
 		"-channels", fmt.Sprint(channels), "-delay", delay.String())
 	pr, pw, err := os.Pipe()
@@ -59,6 +60,7 @@ func startDaemonImpl(e *env, impl, ctl, store string, channels int, delay time.D
 			e.logf("daemon[%d]: %s", d.cmd.Process.Pid, s.Text())
 		}
 		pr.Close()
+		close(d.outDone)
 	}()
 	go func() {
 		d.err = d.cmd.Wait()
@@ -85,6 +87,11 @@ func (d *daemonProc) wait(timeout time.Duration) (int, error) {
 	case <-time.After(timeout):
 		d.kill()
 		return -1, fmt.Errorf("daemon did not exit within %s", timeout)
+	}
+	// The process is gone; collect the rest of its output (exec does not wait for our pipe).
+	select {
+	case <-d.outDone:
+	case <-time.After(2 * time.Second):
 	}
 	if d.err == nil {
 		return 0, nil
