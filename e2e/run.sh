@@ -56,6 +56,15 @@ say "module built in $(elapsed "$t0")s"
 # 3. Static Go /init (multi-call: also the passthrough daemon).
 t0=$(date +%s.%N)
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/init" ./e2e/guest
+# Product binaries the snapuserd scenarios will drive, when their packages exist.
+GUEST_BINS=()
+for c in snapuserd snapshotctl; do
+	rm -f "$OUT/$c"
+	if [ -d "cmd/$c" ]; then
+		CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/$c" "./cmd/$c"
+		GUEST_BINS+=("$OUT/$c")
+	fi
+done
 say "go build in $(elapsed "$t0")s"
 
 # 4. Initramfs: busybox, modules (+ dependencies, decompressed), dm-user.ko, /init.
@@ -105,6 +114,7 @@ done
 cp "$MODB/dm-user.ko" "$STAGE/lib/modules/$KVER/extra/"
 depmod -b "$STAGE" "$KVER"
 cp "$OUT/init" "$STAGE/init"
+for b in "${GUEST_BINS[@]}"; do cp "$b" "$STAGE/bin/"; done
 chmod 755 "$STAGE/init"
 (cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet) >"$OUT/initramfs.cpio"
 say "initramfs $(du -h "$OUT/initramfs.cpio" | cut -f1) in $(elapsed "$t0")s"
