@@ -154,6 +154,7 @@ func dmuserPassthrough(ctx context.Context, e *env) error {
 		{"daemon-io-raw", func(ctx context.Context, e *env, c *dm.Control) error {
 			return ptDaemonIO(ctx, e, c, "raw", 8<<20)
 		}},
+		{"snapshot-over-dmuser", snapshotOverDmuser},
 		{"protocol-edges", protocolEdges},
 		{"outstanding-limit", outstandingLimit},
 	}
@@ -349,5 +350,88 @@ func compareWithLinear(ctx context.Context, e *env, c *dm.Control, userPath, sto
 	}
 	fmt.Printf("VMTEST-METRIC: dmuser_passthrough_read_mib_s=%.1f linear_loop_read_mib_s=%.1f ratio=%.3f\n",
 		userRate, linRate, userRate/linRate)
+	return nil
+}
+
+// snapshotOverDmuser stacks the kernel's snapshot target on a dm-user COW device served by
+// the daemon (the Android 12 "Mode A" stack, snapuserd.md §1): the persistent exception
+// store lands in the daemon's file, and snapshot-merge merges it back into the origin.
+func snapshotOverDmuser(ctx context.Context, e *env, c *dm.Control) error {
+	const cowName, snapName = "t-ucow", "t-usnap"
+	const cowSize = 16 << 20
+	defer cleanup(c, snapName, cowName)
+	store := "/tmp/" + cowName + ".store"
+	if err := os.WriteFile(store, make([]byte, cowSize), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(store)
+	cowPath, err := c.CreateDevice(cowName, []dm.Target{dm.User(0, cowSize/512, cowName)}, nil)
+	if err != nil {
+		return err
+	}
+	d, err := startDaemon(e, "/dev/dm-user/"+cowName, store, 2, 0)
+	if err != nil {
+		return err
+	}
+	defer d.kill()
+	if err := waitChannels(ctx, c, cowName, 2); err != nil {
+		return err
+	}
+	size, err := sectors(diskOrigin)
+	if err != nil {
+		return err
+	}
+	if err := directWrite(diskOrigin, 1<<20, pattern('A', 4096)); err != nil {
+		return err
+	}
+	snapPath, err := c.CreateDevice(snapName, []dm.Target{dm.Snapshot(0, size, diskOrigin, cowPath, true, dm.DefaultChunkSectors)}, nil)
+	if err != nil {
+		return err
+	}
+	if err := directWrite(snapPath, 1<<20, pattern('S', 4096)); err != nil {
+		return err
+	}
+	if err := expectBlock(snapPath, 1<<20, 'S'); err != nil {
+		return err
+	}
+	if err := expectBlock(diskOrigin, 1<<20, 'A'); err != nil {
+		return fmt.Errorf("origin changed before merge: %w", err)
+	}
+	hdr := make([]byte, 16)
+	f, err := os.Open(store)
+	if err != nil {
+		return err
+	}
+	_, err = f.ReadAt(hdr, 0)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if string(hdr[:4]) != "SnAp" {
+		return fmt.Errorf("daemon store starts with %q, want the dm-snapshot magic \"SnAp\"", hdr[:4])
+	}
+	st, err := c.Status(snapName)
+	if err != nil {
+		return err
+	}
+	e.logf("snapshot over dm-user status %q", st[0].Params)
+	if err := c.Reload(snapName, []dm.Target{dm.SnapshotMerge(0, size, diskOrigin, cowPath, true, dm.DefaultChunkSectors)}); err != nil {
+		return err
+	}
+	if err := waitMerged(ctx, c, snapName); err != nil {
+		return err
+	}
+	if err := c.Remove(snapName, false); err != nil {
+		return err
+	}
+	if err := expectBlock(diskOrigin, 1<<20, 'S'); err != nil {
+		return fmt.Errorf("after merge through dm-user: %w", err)
+	}
+	if err := c.Remove(cowName, false); err != nil {
+		return err
+	}
+	if code, err := d.wait(10 * time.Second); err != nil || code != exitENOTBLK {
+		return fmt.Errorf("daemon exit %d, %v", code, err)
+	}
 	return nil
 }
