@@ -74,7 +74,11 @@ func (c *Control) ioctl(cmd command, h *header, payload []byte, bufSize int) (he
 			return header{}, nil, c.pathErr(cmd, h.Name, err)
 		}
 		if errno != 0 {
-			return header{}, nil, c.pathErr(cmd, h.Name, errno)
+			err := error(errno)
+			if h.Flags != 0 {
+				err = fmt.Errorf("flags %#x: %w", h.Flags, errno)
+			}
+			return header{}, nil, c.pathErr(cmd, h.Name, err)
 		}
 		out, data, err := decodeHeader(buf)
 		if err != nil {
@@ -245,7 +249,9 @@ func (c *Control) tableStatus(name string, flags uint32) ([]Target, error) {
 }
 
 // Wait blocks until the device's event counter differs from eventNr, then returns the new
-// state and status lines (DM_DEV_WAIT; used to follow snapshot-merge progress).
+// state and status lines (DM_DEV_WAIT; used to follow snapshot-merge progress). The ioctl
+// cannot be interrupted: call it from a goroutine that may outlive its caller's interest,
+// or poll Status instead.
 func (c *Control) Wait(name string, eventNr uint32) (Info, []Target, error) {
 	h, data, err := c.ioctl(cmdDevWait, &header{Name: name, EventNr: eventNr, Flags: FlagNoFlush}, nil, 16<<10)
 	if err != nil {
