@@ -167,6 +167,9 @@ func setup() error {
 			logf("mount -t %s %s %s: %v", m.fstype, m.src, m.dst, err)
 		}
 	}
+	if out, err := exec.Command("/bin/busybox", "--install", "-s", "/bin").CombinedOutput(); err != nil {
+		logf("busybox --install: %v: %s", err, out)
+	}
 	logf("kernel %s", strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")))
 	mods := []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-snapshot", "dm-zero", "loop", "ext4"}
 	out, err := exec.Command("/sbin/modprobe", append([]string{"-a"}, mods...)...).CombinedOutput()
