@@ -30,7 +30,7 @@ BUSYBOX=$(command -v busybox)
 if ! file -L "$BUSYBOX" 2>/dev/null | grep -q static && [ -x /bin/busybox ]; then BUSYBOX=/bin/busybox; fi
 
 # 1. Kernel image + headers (cached by version; only downloads when Debian moved on).
-bash e2e/fetch-kernel.sh
+VABC_FETCH_IF_MISSING=1 bash e2e/fetch-kernel.sh
 # shellcheck disable=SC1090
 . "e2e/cache/current${VABC_KERNEL:+-$VABC_KERNEL}.env"
 say "kernel $KVER ($KVERSION)"
