@@ -8,7 +8,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 export GOFLAGS := -buildvcs=false
 export CGO_ENABLED := 0
 
-.PHONY: all deps build test unit-test vm-test lint vet staticcheck bench demo fuzz proto clean
+.PHONY: all deps build test unit-test vm-test lint fmt-check vet staticcheck bench demo fuzz proto clean
 
 all: build
 
@@ -36,7 +36,11 @@ unit-test:
 vm-test: build
 	bash e2e/run.sh
 
-lint: vet staticcheck
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...

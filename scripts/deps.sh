@@ -8,7 +8,11 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 pkgs=(
 	e2fsprogs      # mkfs.ext4 / debugfs for realistic test images
-	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench
+	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench and codec interop tests
+	python3 python3-lz4   # C liblz4 block API for the lz4 interop test
+	bsdiff         # bsdiff/bspatch cross-checks of our BSDIFF40 encoder and patcher
+	cryptsetup-bin # veritysetup: cross-check of the dm-verity hash tree
+	protobuf-compiler     # protoc: the generated-code freshness test and make proto
 	fuse3          # fusermount3 for the FUSE frontend
 	qemu-system-x86 busybox-static cpio kmod   # VM integration tests
 	dmsetup        # copied into the VM initramfs to cross-check kernel/dm
@@ -26,6 +30,7 @@ fi
 
 go mod download
 GOFLAGS=-buildvcs=false go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOFLAGS=-buildvcs=false go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
 # The VM harness's kernel image and module headers (cached by version).
 if [ -x e2e/fetch-kernel.sh ]; then

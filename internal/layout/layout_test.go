@@ -112,14 +112,14 @@ func TestAndroidBpListsPackages(t *testing.T) {
 		switch {
 		case strings.HasPrefix(rel, "cmd/") && p.Name == "main":
 			if name := filepath.Base(rel); !binaries[name] {
-				t.Errorf("Android.bp: no blueprint_go_binary %q for %s", name, p.ImportPath)
+				t.Errorf("Android.bp: no blueprint_go_binary %q for %s (run python3 scripts/gen-androidbp.py)", name, p.ImportPath)
 			}
 		case p.Name == "main", strings.HasPrefix(rel, "internal/layout"), strings.HasPrefix(rel, "e2e"):
 			// bench, fixture generators, the VM guest program and this test
 			// package are not part of a device build.
 		default:
 			if !pkgPaths[p.ImportPath] {
-				t.Errorf("Android.bp: no bootstrap_go_package with pkgPath %q", p.ImportPath)
+				t.Errorf("Android.bp: no bootstrap_go_package with pkgPath %q (run python3 scripts/gen-androidbp.py)", p.ImportPath)
 			}
 		}
 	}
