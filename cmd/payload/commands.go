@@ -364,4 +364,3 @@ func (b *progressBar) finish() {
 		fmt.Fprintln(b.w)
 	}
 }
-

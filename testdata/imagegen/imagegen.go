@@ -253,7 +253,7 @@ type Ext4Options struct {
 	// NewImageSize, if set, is the size of the new image (partition growth
 	// or shrink); default ImageSize.
 	NewImageSize int
-	Edits     int // files changed between versions (default 3)
+	Edits        int // files changed between versions (default 3)
 }
 
 // Trees returns the old tree and the new one: a few files edited in place,

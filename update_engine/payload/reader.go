@@ -243,7 +243,9 @@ func (p *Payload) IsDelta() bool {
 }
 
 // Signed reports whether the payload carries a payload signature blob.
-func (p *Payload) Signed() bool { return p.Manifest.SignaturesSize != nil && p.Manifest.GetSignaturesSize() > 0 }
+func (p *Payload) Signed() bool {
+	return p.Manifest.SignaturesSize != nil && p.Manifest.GetSignaturesSize() > 0
+}
 
 // dataEnd is the end of the op-data area: the payload signature start if
 // signed, the end of file otherwise.

@@ -171,4 +171,3 @@ func BuildHashTree(img Image, bs int64, alg string, salt []byte, data, tree Exte
 	}
 	return root, nil
 }
-
