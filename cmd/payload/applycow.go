@@ -24,6 +24,7 @@ func runApplyCOW(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	comp := fs.String("compression", "", "COW compression none|gz|brotli|lz4|zstd[,LEVEL] (default: the manifest's vabc_compression_param, else none)")
 	factor := fs.String("compression-factor", "", "v3 compression factor, e.g. 64K (default: the manifest's compression_factor, else 4K)")
 	noXor := fs.Bool("no-xor", false, "ignore COW_XOR merge operations (device without XOR support)")
+	noVerify := fs.Bool("no-verify", false, "skip hashing old image + COW against new_partition_info.hash")
 	parts := fs.String("p", "", "comma-separated partitions (default all)")
 	threads := fs.Int("threads", 0, "operations computed at once (default: number of CPUs)")
 	asJSON := fs.Bool("json", false, "print one JSON object (format subject to change)")
@@ -34,8 +35,11 @@ Writes DIR/<partition>.cow for each partition the way update_engine's VABC
 writer does: merge sequence and Copy ops from merge_operations, Label(0), the
 ops of each install operation followed by a label, the end-of-install label.
 Settings come from the manifest's dynamic_partition_metadata unless
-overridden. An interrupted run resumes from the last label when rerun with
-the same payload and settings (DIR/<partition>.cow.state tracks it).
+overridden. Each finished COW is checked: the old image seen through the COW
+(as snapuserd serves it) must hash to new_partition_info.hash and the merge
+order must be safe; a COW that fails is removed. An interrupted run resumes
+from the last label when rerun with the same payload and settings
+(DIR/<partition>.cow.state tracks it; finished partitions are skipped).
 --old is needed for delta payloads.
 
 flags:
@@ -50,7 +54,7 @@ flags:
 		fs.Usage()
 		return usageError{"apply-cow: -o DIR is required"}
 	}
-	opts := vabc.Options{OutDir: *out, OldDir: *old, CowVersion: uint32(*version), Compression: *comp, DisableXOR: *noXor, Threads: *threads}
+	opts := vabc.Options{OutDir: *out, OldDir: *old, CowVersion: uint32(*version), Compression: *comp, DisableXOR: *noXor, SkipVerify: *noVerify, Threads: *threads}
 	if *version != 0 && *version != 2 && *version != 3 {
 		return usageError{fmt.Sprintf("apply-cow: --cow-version %d: want 2 or 3", *version)}
 	}

@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/testdata/imagegen"
@@ -119,4 +126,84 @@ func TestApplyCOW(t *testing.T) {
 	if _, _, err := runCmd(t, "apply-cow", "-o", t.TempDir(), pp); err == nil || !strings.Contains(err.Error(), "--old") {
 		t.Errorf("delta without --old: %v", err)
 	}
+}
+
+func TestMain(m *testing.M) {
+	// Child mode for TestApplyCOWKilled: run one command as a separate
+	// process so that the parent can SIGKILL it.
+	if args := os.Getenv("PAYLOAD_TEST_CHILD_ARGS"); args != "" {
+		if err := run(context.Background(), strings.Split(args, "\x1f"), io.Discard, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestApplyCOWKilled runs `payload apply-cow` as a real process, SIGKILLs it
+// after a random delay, and reruns it: the result must verify (old + COW
+// hashes to new_partition_info.hash, merge order safe) whatever the kill hit.
+func TestApplyCOWKilled(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	old, nw, err := imagegen.Raw(imagegen.Mixed, 8, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := generate.Generate(t.Context(), generate.Config{
+		Partitions: []generate.Partition{{Name: "system", Old: old, New: nw}},
+		ChunkSize:  16 << 10, MinorVersion: -1,
+		VABC: &generate.VABC{CowVersion: 3, Compression: "lz4", XOR: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pp := filepath.Join(dir, "payload.bin")
+	oldDir := filepath.Join(dir, "old")
+	os.MkdirAll(oldDir, 0o755)
+	os.WriteFile(pp, res.Payload, 0o644)
+	os.WriteFile(filepath.Join(oldDir, "system.img"), old, 0o644)
+
+	// Time one uninterrupted child run to pick kill delays inside it.
+	child := func(out string, version string) *exec.Cmd {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), "PAYLOAD_TEST_CHILD_ARGS="+strings.Join([]string{"apply-cow", "--old", oldDir, "-o", out, "--cow-version", version, pp}, "\x1f"))
+		return cmd
+	}
+	start := time.Now()
+	if out, err := child(t.TempDir(), "3").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	full := time.Since(start)
+	t.Logf("uninterrupted apply-cow process: %v", full)
+	rng := rand.New(rand.NewPCG(5, 6))
+	killed := 0
+	for seed := range 8 {
+		version := []string{"2", "3"}[seed%2]
+		out := t.TempDir()
+		cmd := child(out, version)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Int64N(int64(full))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
+		stdout, _, err := runCmd(t, "apply-cow", "--old", oldDir, "-o", out, "--cow-version", version, "--json", pp)
+		if err != nil {
+			t.Fatalf("seed %d: rerun: %v", seed, err)
+		}
+		var got struct {
+			Partitions []vabc.Result `json:"partitions"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &got); err != nil || len(got.Partitions) != 1 || !got.Partitions[0].Verified {
+			t.Fatalf("seed %d: %v\n%s", seed, err, stdout)
+		}
+	}
+	t.Logf("%d of 8 runs were killed before finishing", killed)
 }

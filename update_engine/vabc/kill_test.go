@@ -238,3 +238,36 @@ func TestResume(t *testing.T) {
 		})
 	}
 }
+
+// TestCancel cancels a run from its progress callback: Write returns the
+// context error without wrapping it in an op error, and a rerun resumes.
+func TestCancel(t *testing.T) {
+	pairs, err := imagegen.RawPairs(4, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := makePayload(t, []imagegen.Pair{pairs[6]}, false, &generate.VABC{CowVersion: 2, Compression: "gz", XOR: true}, 8<<10)
+	out := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	calls := 0
+	_, err = Write(ctx, tp.p, Options{OutDir: out, OldDir: tp.oldDir(), WrapFile: noSync, Threads: 2, Progress: func(done, total int64) {
+		if calls++; calls == 3 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	var oe *payload.OpError
+	if errors.As(err, &oe) {
+		t.Errorf("cancellation reported as an op error: %v", err)
+	}
+	res, err := Write(t.Context(), tp.p, Options{OutDir: out, OldDir: tp.oldDir(), WrapFile: noSync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].ResumedAt == nil || *res[0].ResumedAt < 3 {
+		t.Fatalf("resumed at %v, want ≥ 3", res[0].ResumedAt)
+	}
+	tp.checkCOWs(t, out)
+}

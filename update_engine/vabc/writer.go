@@ -3,6 +3,7 @@ package vabc
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -254,33 +255,62 @@ func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 {
 	return end
 }
 
-// state is the resume record beside the COW (<partition>.cow.state).
+// state is the resume record beside the COW (<partition>.cow.state). The
+// file is a 16-byte label record (label u64 LE, its complement) followed by
+// JSON. The JSON is written once per run (with rename); after each COW label
+// only the record is rewritten in place (one 16-byte pwrite, so the per-label
+// cost stays far below the COW's own fsync). A torn record reads as invalid
+// and the partition starts over.
 type state struct {
 	Partition string `json:"partition"`
 	ID        string `json:"id"` // manifest + settings
-	Label     uint64 `json:"label"`
+	Label     uint64 `json:"-"`
 	// Complete is set once the COW is finalized (and verified, if asked):
 	// a rerun skips the partition.
 	Complete bool `json:"complete,omitempty"`
 	Verified bool `json:"verified,omitempty"`
 }
 
+const labelRecordSize = 16
+
+func labelRecord(l uint64) []byte {
+	var b [labelRecordSize]byte
+	binary.LittleEndian.PutUint64(b[:], l)
+	binary.LittleEndian.PutUint64(b[8:], ^l)
+	return b[:]
+}
+
 func loadState(path string) (state, bool) {
 	var s state
 	b, err := os.ReadFile(path)
-	if err != nil || json.Unmarshal(b, &s) != nil {
+	if err != nil || len(b) < labelRecordSize || json.Unmarshal(b[labelRecordSize:], &s) != nil {
 		return s, false
 	}
+	l := binary.LittleEndian.Uint64(b)
+	if binary.LittleEndian.Uint64(b[8:]) != ^l {
+		return s, false
+	}
+	s.Label = l
 	return s, true
 }
 
-func saveState(path string, s state) error {
-	b, _ := json.Marshal(s)
+// saveState replaces the state file and returns it open for label updates.
+func saveState(path string, s state) (*os.File, error) {
+	j, _ := json.Marshal(s)
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	if err := os.WriteFile(tmp, append(labelRecord(s.Label), j...), 0o644); err != nil {
+		return nil, err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_RDWR, 0)
+}
+
+// saveLabel records that label is durable in the COW.
+func saveLabel(f *os.File, label uint64) error {
+	_, err := f.WriteAt(labelRecord(label), 0)
+	return err
 }
 
 // partWriter writes one partition's COW.
@@ -408,14 +438,17 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 			f.Close()
 			return pw.res, err
 		}
-		if err := saveState(statePath, state{Partition: name, ID: st.manifestID, Label: 0}); err != nil {
-			pw.w.Close()
-			f.Close()
-			return pw.res, err
-		}
 	}
+	// The state file is (re)written at the start of every run.
+	sf, err := saveState(statePath, state{Partition: name, ID: st.manifestID, Label: next})
+	if err != nil {
+		pw.w.Close()
+		f.Close()
+		return pw.res, err
+	}
+	defer sf.Close()
 	err = pw.run(ctx, next, func(label uint64) error {
-		return saveState(statePath, state{Partition: name, ID: st.manifestID, Label: label})
+		return saveLabel(sf, label)
 	})
 	if err == nil {
 		err = pw.w.Finalize()
@@ -443,9 +476,11 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 		}
 		pw.res.Verified = true
 	}
-	if err := saveState(statePath, state{Partition: name, ID: st.manifestID, Label: cow.EndOfInstallLabel, Complete: true, Verified: pw.res.Verified}); err != nil {
+	sf2, err := saveState(statePath, state{Partition: name, ID: st.manifestID, Label: cow.EndOfInstallLabel, Complete: true, Verified: pw.res.Verified})
+	if err != nil {
 		return pw.res, err
 	}
+	sf2.Close()
 	return pw.res, nil
 }
 
@@ -579,6 +614,9 @@ func (pw *partWriter) apply(i int, acts []action) error {
 		case 'x':
 			err = pw.w.AddXorBlocks(a.dst, a.data, a.src, a.off)
 			pw.res.XorBlocks += len(a.data) / int(bs)
+		}
+		if errors.Is(err, cow.ErrCapacity) {
+			return fmt.Errorf("%w (estimate_op_count_max %d is too small for this partition)", err, pw.pu.GetEstimateOpCountMax())
 		}
 		if err != nil {
 			return err
