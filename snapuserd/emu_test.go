@@ -1,4 +1,4 @@
-package snapuserd
+package snapuserd_test
 
 import (
 	"bytes"
@@ -8,19 +8,21 @@ import (
 	"testing"
 
 	"github.com/vabc-go/vabc/kernel/dmuser"
+	"github.com/vabc-go/vabc/snapuserd"
 	"github.com/vabc-go/vabc/snapuserd/proto"
+	"github.com/vabc-go/vabc/snapuserd/snapuserdtest"
 )
 
 // readsPerTriple is how many random reads each triple gets through the
 // emulated dm-user transport. VABC_LONG=1 raises every triple to 100k.
-func readsPerTriple(spec tripleSpec) int {
+func readsPerTriple(spec snapuserdtest.TripleSpec) int {
 	if os.Getenv("VABC_LONG") != "" {
 		return 100_000
 	}
 	// The headline triple (v3, lz4, 64 KiB units: AOSP's build default)
 	// gets 20k reads, the others 2k each, to keep `go test` fast on a busy
 	// 2-core machine.
-	if spec.version == 3 && spec.factor == 64<<10 && spec.comp.String() == "lz4" {
+	if spec.Version == 3 && spec.Factor == 64<<10 && spec.Comp.String() == "lz4" {
 		return 20_000
 	}
 	return 2_000
@@ -31,11 +33,11 @@ func readsPerTriple(spec tripleSpec) int {
 // aligned and not, issued on the emulated kernel side and compared with the
 // target image.
 func TestRandomReadsThroughDmUser(t *testing.T) {
-	for i, spec := range tripleSpecs() {
+	for i, spec := range snapuserdtest.Specs(1024) {
 		t.Run(spec.String(), func(t *testing.T) {
 			t.Parallel()
-			tr := genTriple(t, spec)
-			fe := &EmulatedDmUser{Workers: 1 + i%4}
+			tr := snapuserdtest.GenTriple(t, spec)
+			fe := &snapuserd.EmulatedDmUser{Workers: 1 + i%4}
 			if readsPerTriple(spec) >= 20_000 {
 				fe.Workers = 4
 			}
@@ -43,10 +45,10 @@ func TestRandomReadsThroughDmUser(t *testing.T) {
 				fe.Options.Split = rand.New(rand.NewPCG(uint64(i), 99))
 				fe.Options.MaxRequest = 256 << 10
 			}
-			m := NewManager(Config{Frontend: fe, Open: func(req proto.InitRequest) (Device, error) { return tr.snapshot(t), nil }})
+			m := snapuserd.NewManager(snapuserd.Config{Frontend: fe, Open: func(req proto.InitRequest) (snapuserd.Device, error) { return snapshotOf(t, tr), nil }})
 			defer m.Shutdown()
 			n, err := m.InitHandler(proto.InitRequest{Misc: "system", Cow: "c", Backing: "s", BasePath: "b"})
-			if err != nil || n != uint64(len(tr.target)/512) {
+			if err != nil || n != uint64(len(tr.Target)/512) {
 				t.Fatalf("init: %d %v", n, err)
 			}
 			if err := m.StartHandler("system"); err != nil {
@@ -61,7 +63,7 @@ func TestRandomReadsThroughDmUser(t *testing.T) {
 			for g := range goroutines {
 				wg.Go(func() {
 					r := rand.New(rand.NewPCG(uint64(i), uint64(g)))
-					nsec := int64(len(tr.target) / 512)
+					nsec := int64(len(tr.Target) / 512)
 					buf := make([]byte, 2<<20)
 					for range total / goroutines {
 						sec := r.Int64N(nsec)
@@ -87,8 +89,8 @@ func TestRandomReadsThroughDmUser(t *testing.T) {
 							t.Errorf("read sector %d len %d: %v", sec, l*512, err)
 							return
 						}
-						if !bytes.Equal(p, tr.target[sec*512:sec*512+l*512]) {
-							t.Errorf("read sector %d len %d: differs at byte %d", sec, l*512, firstDiff(p, tr.target[sec*512:]))
+						if !bytes.Equal(p, tr.Target[sec*512:sec*512+l*512]) {
+							t.Errorf("read sector %d len %d: differs at byte %d", sec, l*512, firstDiff(p, tr.Target[sec*512:]))
 							return
 						}
 					}

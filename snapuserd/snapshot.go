@@ -65,7 +65,6 @@ type Snapshot struct {
 type unitCache struct {
 	op   int32
 	data []byte
-	used uint64
 	tick uint64
 }
 
