@@ -163,6 +163,15 @@ func NewSnapshot(name string, cowRA io.ReaderAt, cowSize int64, src, base io.Rea
 	s.index = make([]blockEntry, 0, len(idx))
 	for step, i := range idx {
 		op := &ops[i]
+		if op.Type == cow.OpReplace && int64(BlockSize)<<min(op.FactorShift, 32) > cow.MaxCompressionSize {
+			return nil, fmt.Errorf("snapuserd: %s: merge step %d (op %d): compression unit of %d blocks exceeds %d bytes", cowPath, step, i, op.Blocks(), cow.MaxCompressionSize)
+		}
+		if op.Type != cow.OpReplace && op.FactorShift != 0 {
+			return nil, fmt.Errorf("snapuserd: %s: merge step %d (op %d): %v op with compression factor %d", cowPath, step, i, op.Type, op.Blocks())
+		}
+		if op.NewBlock >= uint64(baseSize)/BlockSize+1 || op.NewBlock+op.Blocks() > (uint64(baseSize)+BlockSize-1)/BlockSize {
+			return nil, fmt.Errorf("snapuserd: %s: merge step %d (op %d): new_block %d (+%d) beyond the base device (%d bytes)", cowPath, step, i, op.NewBlock, op.Blocks(), baseSize)
+		}
 		switch op.Type {
 		case cow.OpReplace, cow.OpZero, cow.OpCopy, cow.OpXor:
 		default:
