@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"os"
+	"path/filepath"
+
 	"errors"
+	"github.com/vabc-go/vabc/cow"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +66,28 @@ func TestSnapshotctl(t *testing.T) {
 		if _, err := ctl(t, srv.Socket, bad...); !errors.Is(err, errUsage) {
 			t.Errorf("%v: %v, want usage error", bad, err)
 		}
+	}
+	// A COW whose header records a finished merge: wait returns at once.
+	done := append([]byte(nil), tr.Cow...)
+	r, err := cow.NewReader(bytes.NewReader(done), int64(len(done)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint64(done[cow.OffsetNumMergeOps:], uint64(len(r.MergeOrder())))
+	donePath := filepath.Join(t.TempDir(), "done.cow")
+	if err := os.WriteFile(donePath, done, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "product", donePath, f.Source, f.Target}, {"start", "product"}, {"merge", "product"}} {
+		if _, err := ctl(t, srv.Socket, args...); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if out, err := ctl(t, srv.Socket, "wait", "product"); err != nil || out != "product: snapshot-merge-complete\n" {
+		t.Fatalf("wait on a merged partition: %q %v", out, err)
+	}
+	if out, err := ctl(t, srv.Socket, "--json", "merge-percent"); err != nil || !strings.Contains(out, `"merge_percent": 100`) {
+		t.Fatalf("merge-percent --json: %q %v", out, err)
 	}
 	if _, err := ctl(t, srv.Socket, "stop"); err != nil {
 		t.Fatal(err)
