@@ -69,6 +69,8 @@ type TripleSpec struct {
 	Factor  uint32 // v3 compression factor
 	Blocks  int
 	Seed    uint64
+	// NoScratch omits the 2 MiB scratch region (small images for fuzz seeds).
+	NoScratch bool
 }
 
 func (s TripleSpec) String() string {
@@ -106,7 +108,7 @@ func GenTriple(t testing.TB, spec TripleSpec) *Triple {
 		FillBlock(r, tr.Source[b*blockSize:(b+1)*blockSize])
 	}
 	f := &MemFile{}
-	opts := cow.WriterOptions{Compression: spec.Comp, MaxBlocks: uint64(n)}
+	opts := cow.WriterOptions{Compression: spec.Comp, MaxBlocks: uint64(n), NoScratch: spec.NoScratch}
 	if spec.Comp == cow.CompressionBrotli || spec.Comp == cow.CompressionGz {
 		// Fast levels keep the generator quick; the decoder is what is tested.
 		opts.CompressionLevel, opts.CompressionLevelSet = 1, true
