@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -97,7 +98,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.socket, "socket", proto.DefaultSocketName, "control socket: a name in /dev/socket or a path")
 	fs.BoolVar(&c.noSocket, "no_socket", false, "no control socket; each positional argument misc,cow,backing,base is initialized and started")
-	fs.BoolVar(&c.socketHandoff, "socket_handoff", false, "act as snapuserd_proxy (hand the control socket to the first-stage daemon)")
+	fs.BoolVar(&c.socketHandoff, "socket_handoff", false, "act as snapuserd_proxy: hand the control socket (-socket) over the proxy socket (snapuserd_proxy, or <socket>_proxy for a path) to the -no_socket daemon, then exit")
 	fs.BoolVar(&c.userSnapshot, "user_snapshot", false, "force userspace snapshots (always on: legacy dm-snapshot mode is not implemented)")
 	fs.BoolVar(&c.ioUring, "io_uring", false, "use io_uring (not implemented: synchronous I/O is used, as AOSP's fallback)")
 	fs.BoolVar(&c.oDirect, "o_direct", false, "read the source device with O_DIRECT")
@@ -153,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) error {
 	if c.socketHandoff {
-		return errors.New("-socket_handoff: not implemented (the second-stage socket hand-off needs Android init's snapuserd_proxy socket)")
+		return handoff(ctx, c, log)
 	}
 	if c.ioUring {
 		log.Warn("io_uring is not implemented; using synchronous I/O")
@@ -214,30 +215,65 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 			}
 			log.Info("handler started", "misc", req.Misc, "sectors", n)
 		}
+		// WaitForSocket: once a snapuserd_proxy appears (second-stage init
+		// starts snapuserd -socket_handoff), take over the control socket.
+		proxyPath := proto.ProxyPath(c.socket)
+		hctx, hcancel := context.WithCancel(ctx)
+		defer hcancel()
+		lnc := make(chan net.Listener, 1)
+		go func() {
+			ln, err := proto.ReceiveHandoff(hctx, proxyPath)
+			if err != nil {
+				if hctx.Err() == nil {
+					log.Error("socket hand-off failed", "proxy", proxyPath, "err", err)
+				}
+				return
+			}
+			lnc <- ln
+		}()
 		done := make(chan struct{})
 		go func() { mgr.Wait(); close(done) }()
 		select {
 		case <-ctx.Done():
+			return nil
 		case <-done:
+			return nil
+		case ln := <-lnc:
+			log.Info("control socket received through hand-off", "proxy", proxyPath)
+			return runControl(ctx, ln, mgr, c, log, stopCancels)
 		}
-		return nil
 	}
 
-	var allow []int
-	if c.allowUID != "" {
-		for _, s := range strings.Split(c.allowUID, ",") {
-			u, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("-allow_uid: %q is not a uid", s)
-			}
-			allow = append(allow, u)
-		}
-	}
 	ln, err := proto.Listen(c.socket)
 	if err != nil {
 		return err
 	}
 	log.Info("control socket ready", "addr", ln.Addr().String(), "frontend", fe.Name(), "workers", workers)
+	return runControl(ctx, ln, mgr, c, log, stopCancels)
+}
+
+func allowedUIDs(c *config) ([]int, error) {
+	var allow []int
+	if c.allowUID == "" {
+		return nil, nil
+	}
+	for _, s := range strings.Split(c.allowUID, ",") {
+		u, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("-allow_uid: %q is not a uid", s)
+		}
+		allow = append(allow, u)
+	}
+	return allow, nil
+}
+
+// runControl serves the control protocol on ln until stop/detach or ctx.
+func runControl(ctx context.Context, ln net.Listener, mgr *snapuserd.Manager, c *config, log *slog.Logger, stopCancels bool) error {
+	allow, err := allowedUIDs(c)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := proto.NewServer(mgr, &proto.Options{AllowUIDs: allow, Logger: log})
 	if err := srv.Run(ctx, ln); err != nil {
 		return err
@@ -248,4 +284,29 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		mgr.Wait()
 	}
 	return nil
+}
+
+// handoff is snapuserd -socket_handoff (service snapuserd_proxy): hand the
+// control socket's listening fd to the daemon started at the SELinux
+// transition, then exit.
+func handoff(ctx context.Context, c *config, log *slog.Logger) error {
+	ln, err := proto.Listen(c.socket)
+	if err != nil {
+		return err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return errors.New("-socket_handoff: control socket is not a Unix listener")
+	}
+	ul.SetUnlinkOnClose(false) // the path stays for the daemon that takes over
+	defer ul.Close()
+	proxyPath := proto.ProxyPath(c.socket)
+	proxy, err := proto.ListenProxy(proxyPath)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	log.Info("snapuserd_proxy ready", "proxy", proxyPath)
+	return proto.ServeHandoff(ctx, proxy, ul)
 }

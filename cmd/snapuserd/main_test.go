@@ -46,9 +46,6 @@ func TestFlagParsing(t *testing.T) {
 			t.Errorf("%v: parsed %+v", tc.args, c)
 		}
 	}
-	if err := run(t.Context(), []string{"-socket_handoff"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "not implemented") {
-		t.Errorf("-socket_handoff: %v", err)
-	}
 }
 
 func needFuse(t *testing.T) {
@@ -339,5 +336,48 @@ func TestExt4LoopMount(t *testing.T) {
 	}
 	if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
 		t.Fatalf("losetup -d: %v: %s", err, out)
+	}
+}
+
+// TestSocketHandoff follows the boot lifecycle (spec §10): a -no_socket
+// daemon serves its handlers, then "snapuserd -socket_handoff" hands it the
+// control socket through the proxy socket and exits; clients then talk to
+// the running daemon.
+func TestSocketHandoff(t *testing.T) {
+	needFuse(t)
+	tr := snapuserdtest.GenTriple(t, snapuserdtest.TripleSpec{Version: 3, Comp: cow.CompressionZstd, Factor: 4096, Blocks: 256, Seed: 6})
+	f := tr.WriteFiles(t, t.TempDir())
+	dir := t.TempDir()
+	sock, mnt := filepath.Join(dir, "snapuserd"), filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{"-no_socket", "-socket", sock, "-fuse_mount", mnt, "system," + f.Cow + "," + f.Source + "," + f.Base}, io.Discard, io.Discard)
+	}()
+	if err := run(t.Context(), []string{"-socket-handoff", "-socket", sock}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	c, err := client.Connect(t.Context(), sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if st, err := c.QuerySnapshotStatus("system"); err != nil || st != "snapshot" {
+		t.Fatalf("status through the handed-off socket: %q %v", st, err)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "system"))
+	if err != nil || !bytes.Equal(got, tr.Target) {
+		t.Fatalf("export: %v", err)
+	}
+	if err := c.StopSnapuserd(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop")
 	}
 }
