@@ -381,3 +381,31 @@ func TestSocketHandoff(t *testing.T) {
 		t.Fatal("daemon did not stop")
 	}
 }
+
+// TestDmUserInitNeedsControlNode: without -fuse_mount, init opens
+// <dm_user_dir>/<misc> at once (AOSP opens the control node at init), so a
+// missing node fails init with "fail".
+func TestDmUserInitNeedsControlNode(t *testing.T) {
+	tr := snapuserdtest.GenTriple(t, snapuserdtest.TripleSpec{Version: 2, Comp: cow.CompressionNone, Blocks: 64, Seed: 8})
+	f := tr.WriteFiles(t, t.TempDir())
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-socket", sock, "-dm_user_dir", filepath.Join(dir, "dm-user")}, io.Discard, io.Discard)
+	}()
+	c, err := client.Connect(t.Context(), sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.InitDmUserCow("system", f.Cow, f.Source, f.Base); err == nil || !strings.Contains(err.Error(), `"fail"`) {
+		t.Fatalf("init without a control node: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
