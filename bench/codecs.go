@@ -79,14 +79,12 @@ func loadELFCorpus(limit int) ([]byte, int, error) {
 }
 
 type codecResult struct {
-	in, out        int64 // bytes in, compressed bytes out
-	compSecs       float64
-	decIn          int64 // decoded bytes during decompress timing
-	decSecs        float64
-	units          int
-	rawFallbacks   int // units whose compressed form is not smaller (stored raw in a COW)
-	verifiedUnits  int
-	decompressFail error
+	in, out      int64 // bytes in, compressed bytes out
+	compSecs     float64
+	decIn        int64 // decoded bytes during decompress timing
+	decSecs      float64
+	units        int
+	rawFallbacks int // units whose compressed form is not smaller (stored raw in a COW)
 }
 
 // threadCPU returns the CPU time consumed by the calling OS thread. The

@@ -2,6 +2,7 @@ package cow_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
@@ -37,6 +38,11 @@ func TestFixtures(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("rebuilt %s differs from the checked-in file (%d vs %d bytes); "+
 					"if the change is intended, run go run ./cow/testdata/mkcow", fx.Name, len(got), len(want))
+			}
+			if fx.Name == "v2_legacy.cow" {
+				if sum := fmt.Sprintf("%x", sha256.Sum256(want)); sum != cowfixture.AOSPCowV2SHA256 {
+					t.Errorf("SHA-256 %s, want AOSP cow_v2's %s", sum, cowfixture.AOSPCowV2SHA256)
+				}
 			}
 			r, err := cow.NewReader(bytes.NewReader(want), int64(len(want)), &cow.ReaderOptions{Path: path})
 			if err != nil {

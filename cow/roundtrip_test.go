@@ -172,8 +172,19 @@ func writeScript(t *testing.T, c rtConfig, f File, steps []wstep) Writer {
 	return w
 }
 
-// checkImage parses img and checks every op against the script.
-func checkImage(t *testing.T, c rtConfig, img []byte, steps []wstep) *Reader {
+// checkImage parses img and checks every op against the script, and that
+// the merge order is safe.
+func checkImage(t testing.TB, c rtConfig, img []byte, steps []wstep) *Reader {
+	t.Helper()
+	r := checkOps(t, c, img, steps)
+	if err := r.VerifyMergeOps(); err != nil {
+		t.Fatalf("VerifyMergeOps: %v", err)
+	}
+	return r
+}
+
+// checkOps parses img and checks every op against the script.
+func checkOps(t testing.TB, c rtConfig, img []byte, steps []wstep) *Reader {
 	t.Helper()
 	r, err := NewReader(bytes.NewReader(img), int64(len(img)), nil)
 	if err != nil {
@@ -261,9 +272,6 @@ func checkImage(t *testing.T, c rtConfig, img []byte, steps []wstep) *Reader {
 		if i >= len(mo) || mo[i].NewBlock != b {
 			t.Fatalf("merge order starts %v, want sequence %v", mo[:min(len(mo), len(wantSeq))], wantSeq)
 		}
-	}
-	if err := r.VerifyMergeOps(); err != nil {
-		t.Fatalf("VerifyMergeOps: %v", err)
 	}
 	if c.v3 && r.Compression() != c.alg {
 		t.Fatalf("file compression %v, want %v", r.Compression(), c.alg)

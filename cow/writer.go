@@ -111,7 +111,11 @@ func (o *WriterOptions) ensureDefaults() error {
 	return checkLevel(o.Compression, o.CompressionLevel)
 }
 
-// Writer is the version-independent writer API (AOSP ICowWriter).
+// Writer is the version-independent writer API (AOSP ICowWriter). A
+// Writer is not safe for concurrent use. The first I/O or compression
+// failure is sticky: every later call returns it. Invalid arguments (a
+// partial block, a block beyond max_blocks, …) are reported without
+// poisoning the writer.
 type Writer interface {
 	// AddCopy records that numBlocks blocks starting at newBlock are copied
 	// from oldBlock… of the source device.
@@ -250,4 +254,61 @@ func (w *writerBase) xorSource(oldBlock uint64, offset uint16, nBlocks uint64) (
 		return 0, fmt.Errorf("cow: xor source block %d does not fit in 48 bits", oldBlock)
 	}
 	return oldBlock*bs + uint64(offset), nil
+}
+
+// writeBuffer coalesces the v2 writer's small writes (20-byte op records
+// and their payloads) into large WriteAt calls, as AOSP's batch_write mode
+// does; the bytes on disk are the same. Writes are kept as extents in
+// creation order; a write is appended to an extent ending where it starts
+// unless a later extent overlaps it, so flushing the extents in order always
+// leaves the newest bytes on disk.
+type writeBuffer struct {
+	ext  []extent
+	size int
+}
+
+type extent struct {
+	off int64
+	b   []byte
+}
+
+const (
+	writeBufferMax        = 4 << 20
+	writeBufferMaxExtents = 16
+)
+
+// write queues b at off; it reports whether the buffer should be flushed.
+func (wb *writeBuffer) write(off int64, b []byte) bool {
+	end := off + int64(len(b))
+	for i := len(wb.ext) - 1; i >= 0; i-- {
+		e := &wb.ext[i]
+		if e.off+int64(len(e.b)) != off {
+			continue
+		}
+		for _, l := range wb.ext[i+1:] {
+			if l.off < end && off < l.off+int64(len(l.b)) {
+				goto fresh
+			}
+		}
+		e.b = append(e.b, b...)
+		wb.size += len(b)
+		return wb.size >= writeBufferMax
+	}
+fresh:
+	wb.ext = append(wb.ext, extent{off, append(make([]byte, 0, max(len(b), 64<<10)), b...)})
+	wb.size += len(b)
+	return wb.size >= writeBufferMax || len(wb.ext) >= writeBufferMaxExtents
+}
+
+// flush writes every extent in order and empties the buffer.
+func (wb *writeBuffer) flush(f File) error {
+	for i, e := range wb.ext {
+		if _, err := f.WriteAt(e.b, e.off); err != nil {
+			wb.ext = wb.ext[i:]
+			return fmt.Errorf("cow: writing %d bytes at %#x: %w", len(e.b), e.off, err)
+		}
+	}
+	wb.ext = wb.ext[:0]
+	wb.size = 0
+	return nil
 }

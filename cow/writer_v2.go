@@ -27,6 +27,7 @@ type WriterV2 struct {
 	numOps      uint64
 	dataOps     uint64 // data ops written (sequence ops must come first)
 	blockBuf    []byte
+	wb          writeBuffer // pending ops and payloads (flushed at cluster ends, labels, Finalize)
 }
 
 var _ Writer = (*WriterV2)(nil)
@@ -206,21 +207,27 @@ func (w *WriterV2) addOperation(op Op) {
 // and closes the cluster when there is no room for one more op plus the
 // Cluster op (WriteOperation + EmitClusterIfNeeded).
 func (w *WriterV2) writeOperation(op Op, data []byte) error {
-	if len(data) > 0 {
-		if _, err := w.f.WriteAt(data, w.nextDataPos); err != nil {
-			return fmt.Errorf("cow: writing %d-byte payload of op %d at %#x: %w", len(data), w.numOps, w.nextDataPos, err)
-		}
-	}
+	// The op record goes first so that unclustered streams (op, payload,
+	// op, …) coalesce into one extent.
 	var rec [OpV2Size]byte
-	if _, err := w.f.WriteAt(AppendOpV2(rec[:0], op), w.nextOpPos); err != nil {
-		return fmt.Errorf("cow: writing op %d at %#x: %w", w.numOps, w.nextOpPos, err)
+	full := w.wb.write(w.nextOpPos, AppendOpV2(rec[:0], op))
+	if len(data) > 0 {
+		full = w.wb.write(w.nextDataPos, data) || full
 	}
 	w.addOperation(op)
+	if op.Type == OpCluster || full {
+		if err := w.flushWrites(); err != nil {
+			return err
+		}
+	}
 	if w.clusterSize != 0 && w.clusterSize < w.curCluster+2*OpV2Size {
 		return w.emitCluster()
 	}
 	return nil
 }
+
+// flushWrites writes the pending ops and payloads.
+func (w *WriterV2) flushWrites() error { return w.wb.flush(w.f) }
 
 // emitCluster writes the Cluster op closing the current cluster; its source
 // is the payload bytes plus the unused slot bytes after it.
@@ -347,6 +354,9 @@ func (w *WriterV2) AddLabel(label uint64) error {
 	if err := w.writeOperation(Op{Type: OpLabel, Source: label}, nil); err != nil {
 		return w.fail(err)
 	}
+	if err := w.flushWrites(); err != nil {
+		return w.fail(err)
+	}
 	return w.fail(w.f.Sync())
 }
 
@@ -394,6 +404,9 @@ func (w *WriterV2) Finalize() error {
 	if err := w.check(); err != nil {
 		return err
 	}
+	if err := w.flushWrites(); err != nil {
+		return w.fail(err)
+	}
 	saved := *w
 	extra := false
 	if w.clusterSize != 0 {
@@ -407,6 +420,9 @@ func (w *WriterV2) Finalize() error {
 			extra = true
 		}
 	}
+	if err := w.flushWrites(); err != nil { // the extra Cluster op
+		return w.fail(err)
+	}
 	footerPos := w.nextOpPos
 	foot := AppendFooter(nil, Footer{OpsSize: w.numOps * OpV2Size, NumOps: w.numOps})
 	if _, err := w.f.WriteAt(foot, footerPos); err != nil {
@@ -419,9 +435,9 @@ func (w *WriterV2) Finalize() error {
 		return w.fail(err)
 	}
 	if extra {
-		buf := w.blockBuf
+		buf, wb := w.blockBuf, w.wb
 		*w = saved
-		w.blockBuf = buf
+		w.blockBuf, w.wb = buf, wb
 	}
 	return nil
 }
@@ -440,6 +456,9 @@ func (w *WriterV2) Size() int64 {
 func (w *WriterV2) Close() error {
 	if w.closed {
 		return ErrWriterClosed
+	}
+	if w.err == nil {
+		w.fail(w.flushWrites())
 	}
 	w.closed = true
 	return w.err

@@ -44,7 +44,9 @@ done
 step "first ops of the v3 COW in merge order (cowctl inspect --show-ops --order merge)"
 "$BIN/cowctl" inspect --show-ops --order merge "$WORK/system_v3.cow" | sed -n '/^Merge order\|^ *[0-9]/p' | sed -n '1,12p' || true
 
-step "the checked-in AOSP write_cow -write_legacy equivalent (cow/testdata/v2_legacy.cow)"
+step "AOSP write_cow -write_legacy rebuilt with the Go v2 writer (cow/testdata/v2_legacy.cow)"
+echo "SHA-256 $(sha256sum cow/testdata/v2_legacy.cow | cut -d' ' -f1)"
+echo "AOSP tools/testdata/cow_v2: afd7288855d0d9afd55e87910cc1886d7e73b97876cc4d15b85303d8027c8e2f"
 "$BIN/cowctl" inspect --show-ops cow/testdata/v2_legacy.cow
 
 echo

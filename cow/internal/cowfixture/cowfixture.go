@@ -40,8 +40,9 @@ func (fx Fixture) Bytes() ([]byte, error) {
 func All() []Fixture {
 	return []Fixture{
 		{
-			Name:   "v2_legacy.cow",
-			About:  "the op sequence of AOSP write_cow -write_legacy (spec §2.10): cluster_ops 5, num_merge_ops 1, 2 MiB scratch, no compression",
+			Name: "v2_legacy.cow",
+			About: "AOSP write_cow -write_legacy rebuilt with the v2 writer (spec §2.10): cluster_ops 5, num_merge_ops 1, " +
+				"2 MiB scratch, no compression; byte-identical to AOSP tools/testdata/cow_v2 (SHA-256 " + AOSPCowV2SHA256 + ")",
 			Labels: []uint64{1, 2},
 			build:  buildV2Legacy,
 		},
@@ -90,6 +91,18 @@ func run(steps ...func() error) error {
 	return nil
 }
 
+// AOSPCowV2SHA256 is the SHA-256 of AOSP's tools/testdata/cow_v2, which
+// v2_legacy.cow reproduces.
+const AOSPCowV2SHA256 = "afd7288855d0d9afd55e87910cc1886d7e73b97876cc4d15b85303d8027c8e2f"
+
+// WriteCowData is the block AOSP write_cow writes as both its raw and its
+// XOR block: "This is some data, believe it" padded with zeros.
+func WriteCowData() []byte {
+	d := make([]byte, cow.DefaultBlockSize)
+	copy(d, "This is some data, believe it")
+	return d
+}
+
 func buildV2Legacy(f cow.File) error {
 	w, err := cow.NewWriterV2(f, cow.WriterOptions{ClusterOps: 5, NumMergeOps: 1})
 	if err != nil {
@@ -97,9 +110,9 @@ func buildV2Legacy(f cow.File) error {
 	}
 	return run(
 		func() error { return w.AddCopy(0, 5, 1) },
-		func() error { return w.AddRawBlocks(2, Data(1, 4096)) },
+		func() error { return w.AddRawBlocks(2, WriteCowData()) },
 		func() error { return w.AddLabel(1) },
-		func() error { return w.AddXorBlocks(50, Data(2, 4096), 24, 10) },
+		func() error { return w.AddXorBlocks(50, WriteCowData(), 24, 10) },
 		func() error { return w.AddZeroBlocks(5, 10) },
 		func() error { return w.AddLabel(2) },
 		w.Finalize,
