@@ -27,6 +27,16 @@ type Config struct {
 	Frontend Frontend
 	Open     Opener
 	Logger   *slog.Logger
+	// StopCancels makes Stop end every handler itself. Set it for frontends
+	// whose exports never end on their own (FUSE); with dm-user, Stop waits
+	// for the kernel to remove the devices, as AOSP does.
+	StopCancels bool
+}
+
+// Attacher is implemented by Exports that must make the device visible
+// synchronously when start succeeds (FUSE adds DIR/<misc> before the reply).
+type Attacher interface {
+	Attach() error
 }
 
 // Manager owns the handlers and implements proto.Daemon.
@@ -126,6 +136,11 @@ func (m *Manager) StartHandler(misc string) error {
 		return fmt.Errorf("snapuserd: no handler %s", misc)
 	case h.started:
 		return fmt.Errorf("snapuserd: handler %s already attached", misc)
+	}
+	if a, ok := h.exp.(Attacher); ok {
+		if err := a.Attach(); err != nil {
+			return fmt.Errorf("snapuserd: attach %s: %w", misc, err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.started, h.cancel = true, cancel
@@ -296,6 +311,10 @@ func (m *Manager) Detach() {
 // handler's serving goroutine, as AOSP joins its handler threads (a dm-user
 // handler ends when its device is removed).
 func (m *Manager) Stop() {
+	if m.cfg.StopCancels {
+		m.Shutdown()
+		return
+	}
 	m.mu.Lock()
 	m.terminating = true
 	m.mu.Unlock()
