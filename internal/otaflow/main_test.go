@@ -1,6 +1,7 @@
 package otaflow
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -8,15 +9,16 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -50,9 +52,11 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "otaflow:", err)
 		return 1
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
+	// go test puts its own GOROOT/bin first in PATH.
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "otaflow:", err)
+		return 1
 	}
 	start := time.Now()
 	cmd := exec.Command(goTool, "build", "-o", binDir+string(filepath.Separator), "./cmd/...")
@@ -159,21 +163,11 @@ func sameBytes(t *testing.T, what string, g, w []byte) {
 	}
 }
 
-func copyFile(t *testing.T, dst, src string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // keyPair is a signing key written as PEM files.
 type keyPair struct {
 	name        string
 	priv, pub   string // PKCS#8 private key, PKIX public key
+	otacerts    string // otacerts.zip with a self-signed certificate of the key
 	wrongPublic string // another key's public half, which must not verify
 }
 
@@ -225,6 +219,10 @@ func signingKeys(t *testing.T) []keyPair {
 				keysErr = err
 				return
 			}
+			kp.otacerts = filepath.Join(dir, k.name+"-otacerts.zip")
+			if keysErr = writeOtacerts(kp.otacerts, k.name, k.priv, k.pub); keysErr != nil {
+				return
+			}
 			keys = append(keys, kp)
 		}
 		keys[0].wrongPublic, keys[1].wrongPublic = keys[1].pub, keys[0].pub
@@ -233,6 +231,34 @@ func signingKeys(t *testing.T) []keyPair {
 		t.Fatal(keysErr)
 	}
 	return keys
+}
+
+// writeOtacerts writes an otacerts.zip holding a self-signed certificate
+// for the key, named like a release key (NAME.x509.pem).
+func writeOtacerts(path, name string, priv, pub any) error {
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "otaflow " + name},
+		NotBefore:    time.Unix(1700000000, 0),
+		NotAfter:     time.Unix(1700000000, 0).AddDate(30, 0, 0),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.Create(name + ".x509.pem")
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 // partition is one old/new image pair of an image set.

@@ -63,10 +63,12 @@ func TestPayloadRoundTrip(t *testing.T) {
 		compression string // vabc_compression_param
 		factor      string // v3 compression factor
 		xor         bool
+		zip         bool // also write an OTA zip and read the payload from it
+		determinism bool // a second run with other --threads gives the same bytes (RSA signatures are deterministic)
 	}{
-		{name: "full-rsa-cow2-lz4", key: ks[0], cowVersion: 2, compression: "lz4"},
+		{name: "full-rsa-cow2-lz4", key: ks[0], cowVersion: 2, compression: "lz4", zip: true},
 		{name: "full-ecdsa-cow3-zstd", key: ks[1], cowVersion: 3, compression: "zstd", factor: "64K"},
-		{name: "incremental-rsa-cow3-lz4-xor", incremental: true, key: ks[0], cowVersion: 3, compression: "lz4", factor: "64K", xor: true},
+		{name: "incremental-rsa-cow3-lz4-xor", incremental: true, key: ks[0], cowVersion: 3, compression: "lz4", factor: "64K", xor: true, determinism: true},
 		{name: "incremental-ecdsa-cow2-gz", incremental: true, key: ks[1], cowVersion: 2, compression: "gz"},
 	}
 	for i, tc := range tests {
@@ -84,7 +86,28 @@ func TestPayloadRoundTrip(t *testing.T) {
 			if tc.factor != "" {
 				args = append(args, "--compression-factor", tc.factor)
 			}
+			zipPath := filepath.Join(dir, "ota.zip")
+			if tc.zip {
+				args = append(args, "--zip", zipPath)
+			}
 			mustRun(t, "payload", args...)
+			if tc.determinism {
+				again := filepath.Join(dir, "again.bin")
+				args2 := append([]string(nil), args...)
+				for k := range args2 {
+					switch {
+					case args2[k] == pl:
+						args2[k] = again
+					case args2[k] == props:
+						args2[k] = props + ".again"
+					case k > 0 && args2[k-1] == "--threads":
+						args2[k] = "1"
+					}
+				}
+				mustRun(t, "payload", args2...)
+				sameFile(t, again, pl)
+				sameFile(t, props+".again", props)
+			}
 
 			var info payloadInfo
 			mustJSON(t, &info, "payload", "info", "--json", pl)
@@ -99,6 +122,17 @@ func TestPayloadRoundTrip(t *testing.T) {
 			// Signatures: the right key and the properties file are
 			// accepted, the other key is not.
 			mustRun(t, "payload", "verify", "--key", tc.key.pub, "--properties", props, pl)
+			mustRun(t, "payload", "verify", "--otacerts", tc.key.otacerts, pl)
+			if r := run(t, "payload", "verify", "--otacerts", otherKey(ks, tc.key).otacerts, pl); r.code == 0 {
+				t.Errorf("payload verify with another key's otacerts.zip accepted the payload:\n%s", r.stdout)
+			}
+			input := pl // what extract and apply-cow read
+			if tc.zip {
+				// The zip's stored payload.bin is read in place, its
+				// payload_properties.txt checked.
+				mustRun(t, "payload", "verify", "--key", tc.key.pub, zipPath)
+				input = zipPath
+			}
 			if r := run(t, "payload", "verify", "--key", tc.key.wrongPublic, pl); r.code == 0 {
 				t.Errorf("payload verify with the wrong public key accepted the payload:\n%s", r.stdout)
 			}
@@ -106,9 +140,9 @@ func TestPayloadRoundTrip(t *testing.T) {
 
 			// Extract over the old images: byte for byte the new ones.
 			out := filepath.Join(dir, "out")
-			args = []string{"extract", "-o", out, "--threads", "2", pl}
+			args = []string{"extract", "-o", out, "--threads", "2", input}
 			if tc.incremental {
-				args = append(args[:len(args)-1], "--old", oldDir, pl)
+				args = append(args[:len(args)-1], "--old", oldDir, input)
 			}
 			mustRun(t, "payload", args...)
 			for _, p := range parts {
@@ -122,7 +156,7 @@ func TestPayloadRoundTrip(t *testing.T) {
 			// VABC: one COW per partition, merged offline over the old
 			// image, equals the extracted image.
 			cows := filepath.Join(dir, "cow")
-			mustRun(t, "payload", "apply-cow", "--old", oldDir, "-o", cows, "--threads", "2", pl)
+			mustRun(t, "payload", "apply-cow", "--old", oldDir, "-o", cows, "--threads", "2", input)
 			for _, pi := range info.Partitions {
 				p := pi.Name
 				cow := filepath.Join(cows, p+".cow")
@@ -164,6 +198,15 @@ func TestPayloadRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+func otherKey(ks []keyPair, k keyPair) keyPair {
+	for _, o := range ks {
+		if o.priv != k.priv {
+			return o
+		}
+	}
+	panic("one key only")
 }
 
 // flipBits flips one bit at a few random positions of every signed region
