@@ -41,8 +41,8 @@ func snapuserdBinary(t *testing.T) string {
 	return sud
 }
 
-// TestSnapuserdFuse serves a COW made by `cowctl create` over the old image
-// with a real snapuserd process (`-no_socket -fuse_mount DIR
+// TestSnapuserdFuse serves a COW made by `cowctl create` or by `payload
+// apply-cow` over the old image with a real snapuserd process (`-no_socket -fuse_mount DIR
 // misc,cow,backing,base`) and compares the exported file with the new image.
 func TestSnapuserdFuse(t *testing.T) {
 	sud := snapuserdBinary(t)
@@ -58,14 +58,21 @@ func TestSnapuserdFuse(t *testing.T) {
 		version     int
 		compression string
 		extra       []string
+		payload     bool // the COW comes from `payload generate` + `payload apply-cow`, not cowctl create
 	}{
 		{part: "system", version: 2, compression: "lz4"},
+		{part: "system", version: 3, compression: "lz4", payload: true},
+		{part: "vendor", version: 2, compression: "gz", payload: true},
 		{part: "system", version: 3, compression: "zstd"},
 		{part: "vendor", version: 3, compression: "lz4", extra: []string{"--xor"}},
 		{part: "product", version: 2, compression: "gz"},
 	}
 	for _, tc := range tests {
-		t.Run(fmt.Sprintf("%s-v%d-%s", tc.part, tc.version, tc.compression), func(t *testing.T) {
+		name := fmt.Sprintf("%s-v%d-%s", tc.part, tc.version, tc.compression)
+		if tc.payload {
+			name += "-apply-cow"
+		}
+		t.Run(name, func(t *testing.T) {
 			p := byName[tc.part]
 			if len(p.old) != len(p.new) {
 				t.Fatalf("%s: the snapshot has the base image's size; pick a pair of equal size", tc.part)
@@ -78,8 +85,12 @@ func TestSnapuserdFuse(t *testing.T) {
 			if err := os.WriteFile(target, p.new, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			mustRun(t, "cowctl", append([]string{"create", "--source", old, "--target", target, "-o", cow,
-				"--cow-version", fmt.Sprint(tc.version), "--compression", tc.compression}, tc.extra...)...)
+			if tc.payload {
+				cow = payloadCOW(t, dir, tc.part, p, tc.version, tc.compression)
+			} else {
+				mustRun(t, "cowctl", append([]string{"create", "--source", old, "--target", target, "-o", cow,
+					"--cow-version", fmt.Sprint(tc.version), "--compression", tc.compression}, tc.extra...)...)
+			}
 			cowBefore, err := os.ReadFile(cow)
 			if err != nil {
 				t.Fatal(err)
@@ -159,6 +170,19 @@ func TestSnapuserdFuse(t *testing.T) {
 			sameBytes(t, "COW after serving", cowAfter, cowBefore)
 		})
 	}
+}
+
+// payloadCOW builds an incremental VABC payload for one partition and
+// returns the COW `payload apply-cow` writes for it.
+func payloadCOW(t *testing.T, dir, name string, p partition, version int, compression string) string {
+	t.Helper()
+	oldDir, newDir := writeImages(t, filepath.Join(dir, "payload"), []partition{{name, p.old, p.new}})
+	pl := filepath.Join(dir, "payload.bin")
+	mustRun(t, "payload", "generate", "--source", oldDir, "--target", newDir, "-o", pl, "--vabc",
+		"--cow-version", fmt.Sprint(version), "--vabc-compression", compression, "--threads", "2")
+	cows := filepath.Join(dir, "cows")
+	mustRun(t, "payload", "apply-cow", "--old", oldDir, "-o", cows, "--threads", "2", pl)
+	return filepath.Join(cows, name+".cow")
 }
 
 // mounted reports whether dir is a mount point in this mount namespace.
