@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -244,13 +245,21 @@ func flipBits(t *testing.T, pl string, info payloadInfo, pub string, seed uint64
 		}
 		regions = append(regions, region{s.name, s.off + start, s.off + end})
 	}
+	// OTAFLOW_FLIPS=N tries N positions per region instead of 3, with a
+	// random seed (logged) instead of the fixed one.
+	flips := 3
+	if v, err := strconv.Atoi(os.Getenv("OTAFLOW_FLIPS")); err == nil && v > 0 {
+		flips = v
+		seed = rand.Uint64()
+		t.Logf("OTAFLOW_FLIPS=%d: seed %d", flips, seed)
+	}
 	r := rand.New(rand.NewPCG(seed, 0xf11b))
 	bad := filepath.Join(filepath.Dir(pl), "flipped.bin")
 	for _, reg := range regions {
 		if reg.end <= reg.start {
 			t.Fatalf("%s region is empty (%d..%d)", reg.name, reg.start, reg.end)
 		}
-		for k := 0; k < 3; k++ {
+		for k := 0; k < flips; k++ {
 			pos := reg.start + r.Int64N(reg.end-reg.start)
 			bit := byte(1) << r.IntN(8)
 			b := bytes.Clone(orig)
