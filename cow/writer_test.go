@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -768,5 +769,40 @@ func TestV3RawIffNotSmaller(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestV3RunSplitIndependentOfCache: a Replace run is cut into units from the
+// start of its own AddRawBlocks call (batch-size pieces, then the greedy
+// power-of-two split), whatever earlier calls left in the cache. Before, a
+// run was cut where the current batch filled up, so the op count depended on
+// history and cow/create's exact op_count_max overflowed.
+func TestV3RunSplitIndependentOfCache(t *testing.T) {
+	f := newMemFile(nil)
+	w, err := NewWriterV3(f, WriterOptions{OpCountMax: 3, CompressionFactor: 16384, NoScratch: true, BatchSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 blocks → a 16K and an 8K unit; leaves 6 of 8 batch blocks cached.
+	if err := w.AddRawBlocks(0, testUnit(1, 6*4096)); err != nil {
+		t.Fatal(err)
+	}
+	// 4 blocks → exactly one 16K unit (not 8K+8K at the batch edge).
+	if err := w.AddRawBlocks(10, testUnit(2, 4*4096)); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if err := w.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(f, int64(len(f.Bytes())), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, op := range r.Ops() {
+		got = append(got, fmt.Sprintf("%d+%d", op.NewBlock, op.Blocks()))
+	}
+	if want := []string{"0+4", "4+2", "10+4"}; !slices.Equal(got, want) {
+		t.Fatalf("units %v, want %v", got, want)
 	}
 }

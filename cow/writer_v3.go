@@ -333,9 +333,13 @@ func (w *WriterV3) unitCount(typ OpType, n int) uint64 {
 	}
 	var c uint64
 	for n > 0 {
-		f := w.compressionFactor(n) / int(w.opts.BlockSize)
-		n -= f
-		c++
+		chunk := min(n, w.opts.BatchSize)
+		n -= chunk
+		for chunk > 0 {
+			f := w.compressionFactor(chunk) / int(w.opts.BlockSize)
+			chunk -= f
+			c++
+		}
 	}
 	return c
 }
@@ -358,8 +362,11 @@ func (w *WriterV3) emitBlocks(typ OpType, newBlock uint64, data []byte, xorSrc u
 	}
 	done := 0
 	for done < total {
-		// A run never spans a batch flush (runs are limited per batch).
-		chunk := min(total-done, w.opts.BatchSize-w.cachedBlocks)
+		// Runs are cut into batch-size pieces counted from the start of
+		// this call (§3.5), so how a run splits into units depends only on
+		// the call, never on what earlier calls left in the cache; callers
+		// such as cow/create can then predict op_count_max exactly.
+		chunk := min(total-done, w.opts.BatchSize)
 		for chunk > 0 {
 			f := bs
 			if typ == OpReplace {
