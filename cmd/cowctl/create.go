@@ -52,6 +52,43 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
 }
 
 // openImage opens a partition image read-only.
+// analyzed is a source/target pair opened and analysed for create/estimate.
+type analyzed struct {
+	plan     *create.Plan
+	src, tgt create.Image
+	copts    create.CowOptions
+	close    func()
+}
+
+// analyzePair opens both images and runs create.Analyze with the COW flags,
+// drawing a progress bar labelled label on a terminal. close releases the
+// images.
+func analyzePair(ctx context.Context, srcPath, tgtPath string, cf cowFlags, stderr io.Writer, label string) (*analyzed, error) {
+	aopts, copts, err := cf.options()
+	if err != nil {
+		return nil, err
+	}
+	src, sf, err := openImage(srcPath)
+	if err != nil {
+		return nil, err
+	}
+	tgt, tf, err := openImage(tgtPath)
+	if err != nil {
+		sf.Close()
+		return nil, err
+	}
+	closeBoth := func() { sf.Close(); tf.Close() }
+	bar := newProgress(stderr, label)
+	aopts.Progress = bar.update
+	plan, err := create.Analyze(ctx, src, tgt, aopts)
+	bar.finish()
+	if err != nil {
+		closeBoth()
+		return nil, err
+	}
+	return &analyzed{plan: plan, src: src, tgt: tgt, copts: copts, close: closeBoth}, nil
+}
+
 func openImage(path string) (create.Image, *os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -280,30 +317,14 @@ func runCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if srcPath == "" || tgtPath == "" || out == "" {
 		return usagef("--source, --target and -o are required")
 	}
-	aopts, copts, err := cf.options()
-	if err != nil {
-		return err
-	}
-	src, sf, err := openImage(srcPath)
-	if err != nil {
-		return err
-	}
-	defer sf.Close()
-	tgt, tf, err := openImage(tgtPath)
-	if err != nil {
-		return err
-	}
-	defer tf.Close()
-
 	start := time.Now()
-	bar := newProgress(stderr, "analyse")
-	aopts.Progress = bar.update
-	plan, err := create.Analyze(ctx, src, tgt, aopts)
-	bar.finish()
+	pr, err := analyzePair(ctx, srcPath, tgtPath, cf, stderr, "analyse")
 	if err != nil {
 		return err
 	}
-	bar = newProgress(stderr, "write  ")
+	defer pr.close()
+	plan, src, tgt, copts := pr.plan, pr.src, pr.tgt, pr.copts
+	bar := newProgress(stderr, "write  ")
 	res, err := create.Write(ctx, plan, src, tgt, out, copts, bar.update)
 	bar.finish()
 	if err != nil {

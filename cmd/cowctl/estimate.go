@@ -29,29 +29,14 @@ func runEstimate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if srcPath == "" || tgtPath == "" {
 		return usagef("--source and --target are required")
 	}
-	aopts, copts, err := cf.options()
-	if err != nil {
-		return err
-	}
-	src, sf, err := openImage(srcPath)
-	if err != nil {
-		return err
-	}
-	defer sf.Close()
-	tgt, tf, err := openImage(tgtPath)
-	if err != nil {
-		return err
-	}
-	defer tf.Close()
 	start := time.Now()
-	bar := newProgress(stderr, "analyse ")
-	aopts.Progress = bar.update
-	plan, err := create.Analyze(ctx, src, tgt, aopts)
-	bar.finish()
+	pr, err := analyzePair(ctx, srcPath, tgtPath, cf, stderr, "analyse ")
 	if err != nil {
 		return err
 	}
-	bar = newProgress(stderr, "estimate")
+	defer pr.close()
+	plan, src, tgt, copts := pr.plan, pr.src, pr.tgt, pr.copts
+	bar := newProgress(stderr, "estimate")
 	res, err := create.Estimate(ctx, plan, src, tgt, copts, bar.update)
 	bar.finish()
 	if err != nil {

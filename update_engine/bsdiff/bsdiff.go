@@ -2,36 +2,26 @@ package bsdiff
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/andybalholm/brotli"
 	"github.com/vabc-go/vabc/update_engine/bsdiff/bz2"
+	"github.com/vabc-go/vabc/update_engine/bspatch"
 )
 
-// Compressor identifies the compression of one BSDF2 stream.
-type Compressor uint8
+// Compressor names a BSDF2 stream compressor. The patch format (header,
+// compressor bytes, offset encoding) is defined once, in package bspatch.
+type Compressor = bspatch.Compressor
 
+// Stream compressors (BSDF2 header bytes 5..7).
 const (
-	None   Compressor = 0 // accepted by some readers, rejected by AOSP bspatch
-	Bzip2  Compressor = 1
-	Brotli Compressor = 2
+	None   = bspatch.None // accepted by some readers, rejected by AOSP bspatch
+	Bzip2  = bspatch.BZ2
+	Brotli = bspatch.Brotli
 )
 
-func (c Compressor) String() string {
-	switch c {
-	case None:
-		return "none"
-	case Bzip2:
-		return "bz2"
-	case Brotli:
-		return "brotli"
-	}
-	return fmt.Sprintf("Compressor(%d)", uint8(c))
-}
-
-// HeaderSize is the size of the fixed header of both formats.
-const HeaderSize = 32
+// HeaderSize is the size of the BSDIFF40/BSDF2 header.
+const HeaderSize = bspatch.HeaderSize
 
 // Control is one bsdiff control triple.
 type Control struct {
@@ -304,22 +294,7 @@ func compress(c Compressor, raw []byte, quality int) ([]byte, error) {
 }
 
 // PutOfft stores v in bsdiff's sign-magnitude little-endian int64 encoding.
-func PutOfft(b []byte, v int64) {
-	var u uint64
-	if v < 0 {
-		u = uint64(-v) | 1<<63
-	} else {
-		u = uint64(v)
-	}
-	binary.LittleEndian.PutUint64(b, u)
-}
+func PutOfft(b []byte, v int64) { bspatch.PutOfft(b, v) }
 
 // Offt decodes bsdiff's sign-magnitude little-endian int64.
-func Offt(b []byte) int64 {
-	u := binary.LittleEndian.Uint64(b)
-	v := int64(u &^ (1 << 63))
-	if u&(1<<63) != 0 {
-		return -v
-	}
-	return v
-}
+func Offt(b []byte) int64 { return bspatch.Offt(b) }

@@ -64,13 +64,23 @@ type Header struct {
 	NewSize     int64
 }
 
-func offtin(b []byte) int64 {
+// Offt decodes bsdiff's sign-magnitude little-endian int64 ("offt").
+func Offt(b []byte) int64 {
 	v := binary.LittleEndian.Uint64(b)
 	m := int64(v &^ (1 << 63))
 	if v>>63 != 0 {
 		return -m
 	}
 	return m
+}
+
+// PutOfft stores v in bsdiff's sign-magnitude little-endian int64 encoding.
+func PutOfft(b []byte, v int64) {
+	u := uint64(v)
+	if v < 0 {
+		u = uint64(-v) | 1<<63
+	}
+	binary.LittleEndian.PutUint64(b, u)
 }
 
 func corrupt(format string, args ...any) error {
@@ -99,7 +109,7 @@ func ParseHeader(patch []byte) (Header, error) {
 	default:
 		return h, corrupt("bad magic %q", patch[:8])
 	}
-	h.CtrlLen, h.DiffLen, h.NewSize = offtin(patch[8:]), offtin(patch[16:]), offtin(patch[24:])
+	h.CtrlLen, h.DiffLen, h.NewSize = Offt(patch[8:]), Offt(patch[16:]), Offt(patch[24:])
 	rest := int64(len(patch) - HeaderSize)
 	if h.CtrlLen < 0 || h.DiffLen < 0 || h.NewSize < 0 || h.CtrlLen > rest || h.DiffLen > rest-h.CtrlLen {
 		return h, corrupt("lengths ctrl=%d diff=%d new=%d do not fit a %d-byte patch", h.CtrlLen, h.DiffLen, h.NewSize, len(patch))
@@ -163,7 +173,7 @@ func Apply(old, patch []byte, w io.Writer) error {
 		if _, err := io.ReadFull(ctrl, t[:]); err != nil {
 			return corrupt("control stream ends at new offset %d of %d: %v", newPos, h.NewSize, err)
 		}
-		x, y, z := offtin(t[0:]), offtin(t[8:]), offtin(t[16:])
+		x, y, z := Offt(t[0:]), Offt(t[8:]), Offt(t[16:])
 		if x < 0 || y < 0 || x > h.NewSize-newPos || y > h.NewSize-newPos-x {
 			return corrupt("control triple (%d,%d,%d) at new offset %d overruns new size %d", x, y, z, newPos, h.NewSize)
 		}
