@@ -1,0 +1,95 @@
+// Command cowctl inspects (and, in later versions, creates and applies)
+// Android Virtual A/B COW images.
+//
+//	cowctl inspect [flags] COW
+//
+// Exit status: 0 on success, 1 on errors, 2 on usage errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// usageError marks errors that exit with status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+type command struct {
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	summary string
+}
+
+var commands = map[string]command{
+	"inspect": {runInspect, "parse a COW image and print its header, ops and merge order"},
+}
+
+// planned lists subcommands that exist in AOSP-style tooling but are not
+// implemented in this version; they are refused with a clear message.
+var planned = map[string]bool{"create": true, "apply": true, "verify": true, "estimate": true}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: cowctl <command> [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'cowctl <command> --help' for the flags of a command.")
+}
+
+// run dispatches a command line and returns the process exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		if planned[name] {
+			fmt.Fprintf(stderr, "cowctl: unknown command %q (not implemented in this version)\n", name)
+		} else {
+			fmt.Fprintf(stderr, "cowctl: unknown command %q\n", name)
+		}
+		usage(stderr)
+		return 2
+	}
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "cowctl %s: %v\n", name, err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,196 @@
+// Package fuse exports block devices as read-only regular files through
+// FUSE (github.com/hanwen/go-fuse/v2), so that any Linux host can read a
+// snapshot, attach it with losetup and mount it without device-mapper or the
+// dm-user module. Each device is served through the same dmuser.Handler
+// interface that the dm-user frontend uses; reads at byte granularity are
+// turned into sector reads of the covering range.
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vabc-go/vabc/kernel/dmuser"
+)
+
+// Options configures Mount.
+type Options struct {
+	// FsName is shown in /proc/mounts (default "vabc-snapuserd").
+	FsName string
+	// AllowOther lets users other than the mounter read the files.
+	AllowOther bool
+	// Debug logs every FUSE request.
+	Debug  bool
+	Logger *slog.Logger
+}
+
+// Export is a mounted directory of device files.
+type Export struct {
+	dir    string
+	server *fuse.Server
+	root   *rootNode
+	log    *slog.Logger
+
+	mu    sync.Mutex // guards files
+	files map[string]*fs.Inode
+}
+
+type rootNode struct{ fs.Inode }
+
+// Mount mounts an empty read-only directory at dir. It uses mount(2)
+// directly when running as root and falls back to fusermount3 otherwise.
+func Mount(dir string, opts *Options) (*Export, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.FsName == "" {
+		o.FsName = "vabc-snapuserd"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("fuse: /dev/fuse unavailable: %w", err)
+	}
+	e := &Export{dir: dir, root: &rootNode{}, log: o.Logger, files: map[string]*fs.Inode{}}
+	mo := fuse.MountOptions{
+		FsName:       o.FsName,
+		Name:         "vabc",
+		AllowOther:   o.AllowOther,
+		Debug:        o.Debug,
+		Options:      []string{"ro", "default_permissions"},
+		MaxReadAhead: 128 << 10,
+	}
+	if os.Geteuid() == 0 {
+		mo.DirectMount = true
+	}
+	sec := time.Second
+	server, err := fs.Mount(dir, e.root, &fs.Options{
+		MountOptions: mo,
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fuse: mount %s: %w", dir, err)
+	}
+	e.server = server
+	return e, nil
+}
+
+// Dir returns the mount point.
+func (e *Export) Dir() string { return e.dir }
+
+// Add exposes h (size bytes) as the file <dir>/<name>.
+func (e *Export) Add(name string, h dmuser.Handler, size int64) error {
+	if name == "" || name == "." || name == ".." || containsSlash(name) {
+		return fmt.Errorf("fuse: invalid file name %q", name)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.files[name]; ok {
+		return fmt.Errorf("fuse: %s/%s already exported", e.dir, name)
+	}
+	node := &fileNode{h: h, size: size, log: e.log}
+	ch := e.root.NewPersistentInode(context.Background(), node, fs.StableAttr{Mode: syscall.S_IFREG})
+	e.root.AddChild(name, ch, false)
+	e.files[name] = ch
+	// Drop a negative dentry the kernel may hold from an earlier lookup.
+	_ = e.root.NotifyEntry(name)
+	return nil
+}
+
+// Remove withdraws <dir>/<name>.
+func (e *Export) Remove(name string) error {
+	e.mu.Lock()
+	ch, ok := e.files[name]
+	delete(e.files, name)
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("fuse: %s/%s not exported", e.dir, name)
+	}
+	e.root.RmChild(name)
+	if errno := e.root.NotifyDelete(name, ch); errno != 0 && errno != syscall.ENOENT {
+		_ = e.root.NotifyEntry(name)
+	}
+	return nil
+}
+
+// Unmount unmounts the directory and waits for the server loop.
+func (e *Export) Unmount() error {
+	err := e.server.Unmount()
+	e.server.Wait()
+	return err
+}
+
+func containsSlash(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' || s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// fileNode is one exported device.
+type fileNode struct {
+	fs.Inode
+	h    dmuser.Handler
+	size int64
+	log  *slog.Logger
+}
+
+var (
+	_ fs.NodeGetattrer = (*fileNode)(nil)
+	_ fs.NodeOpener    = (*fileNode)(nil)
+	_ fs.NodeReader    = (*fileNode)(nil)
+)
+
+func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Size = uint64(f.size)
+	out.Blocks = uint64(f.size+511) / 512
+	out.Blksize = 4096
+	out.Nlink = 1
+	return 0
+}
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read serves [off, off+len(dest)) through whole-sector reads.
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= f.size || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), f.size)
+	start := off &^ 511
+	alignedEnd := (end + 511) &^ 511
+	var buf []byte
+	if start == off && alignedEnd == end {
+		buf = dest[:end-off]
+	} else {
+		buf = make([]byte, alignedEnd-start)
+	}
+	if err := f.h.ReadSectors(buf, uint64(start/512)); err != nil {
+		f.log.Error("fuse read failed", "off", off, "len", len(dest), "err", err)
+		if errors.Is(err, dmuser.ErrUnsupported) {
+			return nil, syscall.EOPNOTSUPP
+		}
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(buf[off-start : end-start]), 0
+}

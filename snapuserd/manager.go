@@ -1,0 +1,353 @@
+package snapuserd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/vabc-go/vabc/snapuserd/proto"
+)
+
+// Opener turns an init request into the handler's Device (normally
+// OpenSnapshot: parse the COW, open the source and base devices).
+type Opener func(req proto.InitRequest) (Device, error)
+
+// MergeReporter is implemented by Devices that know their merge progress
+// (from the COW header's num_merge_ops).
+type MergeReporter interface {
+	// MergeProgress returns the merged and total data ops and whether the
+	// merge failed.
+	MergeProgress() (merged, total uint64, failed bool)
+}
+
+// Config configures a Manager.
+type Config struct {
+	Frontend Frontend
+	Open     Opener
+	Logger   *slog.Logger
+	// StopCancels makes Stop end every handler itself. Set it for frontends
+	// whose exports never end on their own (FUSE); with dm-user, Stop waits
+	// for the kernel to remove the devices, as AOSP does.
+	StopCancels bool
+}
+
+// Attacher is implemented by Exports that must make the device visible
+// synchronously when start succeeds (FUSE adds DIR/<misc> before the reply).
+type Attacher interface {
+	Attach() error
+}
+
+// Manager owns the handlers and implements proto.Daemon.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	wg  sync.WaitGroup // one per started handler goroutine
+
+	mu          sync.Mutex // guards the fields that follow
+	handlers    map[string]*handler
+	terminating bool
+	paused      bool
+}
+
+// handler is one snapshot. Fields are guarded by Manager.mu except dev and
+// exp, which are set at init and read-only afterwards.
+type handler struct {
+	misc     string
+	req      proto.InitRequest
+	dev      Device
+	exp      Export
+	started  bool
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the serving goroutine returns
+	serveErr error
+	merge    bool // initiate_merge received
+
+	verifyOnce sync.Once
+	verifyErr  error
+}
+
+var _ proto.Daemon = (*Manager)(nil)
+
+// NewManager returns an empty manager.
+func NewManager(cfg Config) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, handlers: map[string]*handler{}}
+}
+
+// ErrLegacy is returned for the 4-field init of Android 12's dm-snapshot
+// compatibility mode (Mode A), which this daemon does not implement — like
+// current AOSP snapuserd ("No support for legacy snapshots").
+var ErrLegacy = errors.New("snapuserd: legacy dm-snapshot mode (4-field init) is not implemented; userspace snapshots only")
+
+// InitHandler implements proto.Daemon.
+func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
+	if req.Legacy {
+		return 0, ErrLegacy
+	}
+	if req.Misc == "" {
+		return 0, errors.New("snapuserd: empty misc name")
+	}
+	m.mu.Lock()
+	if _, ok := m.handlers[req.Misc]; ok {
+		m.mu.Unlock()
+		return 0, fmt.Errorf("snapuserd: handler %s already exists", req.Misc)
+	}
+	if m.terminating {
+		m.mu.Unlock()
+		return 0, errors.New("snapuserd: daemon is terminating")
+	}
+	// Reserve the name so a concurrent init of the same name fails.
+	h := &handler{misc: req.Misc, req: req, done: make(chan struct{})}
+	m.handlers[req.Misc] = h
+	m.mu.Unlock()
+
+	fail := func(err error) (uint64, error) {
+		m.mu.Lock()
+		delete(m.handlers, req.Misc)
+		m.mu.Unlock()
+		return 0, err
+	}
+	dev, err := m.cfg.Open(req)
+	if err != nil {
+		return fail(err)
+	}
+	exp, err := m.cfg.Frontend.Prepare(req.Misc, dev)
+	if err != nil {
+		dev.Close()
+		return fail(err)
+	}
+	h.dev, h.exp = dev, exp
+	m.log.Info("handler initialized", "misc", req.Misc, "cow", req.Cow, "backing", req.Backing,
+		"base", req.BasePath, "sectors", dev.Size()/512, "frontend", m.cfg.Frontend.Name())
+	return uint64(dev.Size() / 512), nil
+}
+
+// StartHandler implements proto.Daemon.
+func (m *Manager) StartHandler(misc string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.handlers[misc]
+	switch {
+	case !ok || h.dev == nil:
+		return fmt.Errorf("snapuserd: no handler %s", misc)
+	case h.started:
+		return fmt.Errorf("snapuserd: handler %s already attached", misc)
+	}
+	if a, ok := h.exp.(Attacher); ok {
+		if err := a.Attach(); err != nil {
+			return fmt.Errorf("snapuserd: attach %s: %w", misc, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.started, h.cancel = true, cancel
+	m.wg.Go(func() {
+		defer close(h.done)
+		err := h.exp.Serve(ctx)
+		m.mu.Lock()
+		h.serveErr = err
+		m.mu.Unlock()
+		if err != nil {
+			m.log.Error("handler stopped", "misc", misc, "err", err)
+		} else {
+			m.log.Info("handler stopped", "misc", misc)
+		}
+	})
+	return nil
+}
+
+// DeleteHandler implements proto.Daemon: stop serving, wait for the
+// serving goroutine, release the device. Unknown names succeed.
+func (m *Manager) DeleteHandler(misc string) error {
+	m.mu.Lock()
+	h, ok := m.handlers[misc]
+	if !ok || h.dev == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.handlers, misc)
+	m.mu.Unlock()
+	m.release(h)
+	m.log.Info("handler deleted", "misc", misc)
+	return nil
+}
+
+func (m *Manager) release(h *handler) {
+	if h.started {
+		h.cancel()
+		<-h.done
+	} else {
+		h.exp.Close()
+	}
+	h.dev.Close()
+}
+
+// InitiateMerge implements proto.Daemon. The merge engine is not part of
+// this package yet: the partition is queued (status snapshot-merge) and
+// progress is what the COW header records.
+func (m *Manager) InitiateMerge(misc string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.handlers[misc]
+	if !ok || !h.started {
+		return fmt.Errorf("snapuserd: handler %s not attached", misc)
+	}
+	if _, ok := h.dev.(MergeReporter); !ok {
+		return fmt.Errorf("snapuserd: handler %s cannot merge", misc)
+	}
+	h.merge = true
+	m.log.Warn("merge queued; the merge engine is not implemented in this daemon, progress comes only from the COW header", "misc", misc)
+	return nil
+}
+
+func progress(h *handler) (merged, total uint64, failed bool) {
+	if r, ok := h.dev.(MergeReporter); ok {
+		return r.MergeProgress()
+	}
+	return 0, 0, false
+}
+
+// MergePercent implements proto.Daemon: (completed×100 + Σ in-progress %)
+// / (completed + in-progress) over the partitions queued for merge.
+func (m *Manager) MergePercent() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int
+	var sum float64
+	for _, h := range m.handlers {
+		if !h.merge {
+			continue
+		}
+		merged, total, _ := progress(h)
+		n++
+		if total == 0 || merged >= total {
+			sum += 100
+		} else {
+			sum += float64(merged) * 100 / float64(total)
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// MergeStatus implements proto.Daemon.
+func (m *Manager) MergeStatus(misc string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.handlers[misc]
+	if !ok || h.dev == nil {
+		return proto.StatusMergeFailed
+	}
+	merged, total, failed := progress(h)
+	switch {
+	case failed:
+		return proto.StatusMergeFailed
+	case total > 0 && merged >= total, h.merge && total == 0:
+		// Completion recorded in the header counts even before
+		// initiate_merge (reboot after a finished merge).
+		return proto.StatusMergeComplete
+	case h.merge:
+		return proto.StatusMerge
+	}
+	return proto.StatusSnapshot
+}
+
+// UpdateVerify implements proto.Daemon: every live handler's device is read
+// once end to end; success only if all reads succeeded.
+func (m *Manager) UpdateVerify() bool {
+	m.mu.Lock()
+	var hs []*handler
+	for _, h := range m.handlers {
+		if h.dev != nil {
+			hs = append(hs, h)
+		}
+	}
+	m.mu.Unlock()
+	okAll := true
+	for _, h := range hs {
+		h.verifyOnce.Do(func() { h.verifyErr = readAll(h.dev) })
+		if h.verifyErr != nil {
+			m.log.Error("update verification failed", "misc", h.misc, "err", h.verifyErr)
+			okAll = false
+		}
+	}
+	return okAll
+}
+
+func readAll(d Device) error {
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
+		n := min(int64(len(buf)), d.Size()-off)
+		if err := d.ReadSectors(buf[:n], uint64(off/512)); err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	return nil
+}
+
+// PauseMerge implements proto.Daemon.
+func (m *Manager) PauseMerge() { m.mu.Lock(); m.paused = true; m.mu.Unlock() }
+
+// ResumeMerge implements proto.Daemon.
+func (m *Manager) ResumeMerge() { m.mu.Lock(); m.paused = false; m.mu.Unlock() }
+
+// Detach implements proto.Daemon: stop merges, mark terminating; handlers
+// keep serving until their devices go away (Wait).
+func (m *Manager) Detach() {
+	m.mu.Lock()
+	m.terminating = true
+	for _, h := range m.handlers {
+		h.merge = false
+	}
+	m.mu.Unlock()
+}
+
+// Stop implements proto.Daemon: mark terminating and wait for every
+// handler's serving goroutine, as AOSP joins its handler threads (a dm-user
+// handler ends when its device is removed).
+func (m *Manager) Stop() {
+	if m.cfg.StopCancels {
+		m.Shutdown()
+		return
+	}
+	m.mu.Lock()
+	m.terminating = true
+	m.mu.Unlock()
+	m.Wait()
+}
+
+// Wait blocks until every started handler stopped serving.
+func (m *Manager) Wait() { m.wg.Wait() }
+
+// Shutdown cancels every handler, waits for them and releases all devices.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	m.terminating = true
+	hs := m.handlers
+	m.handlers = map[string]*handler{}
+	m.mu.Unlock()
+	for _, h := range hs {
+		if h.dev != nil {
+			m.release(h)
+		}
+	}
+	m.wg.Wait()
+}
+
+// Handlers lists the misc names (sorted order not guaranteed).
+func (m *Manager) Handlers() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for k, h := range m.handlers {
+		if h.dev != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
