@@ -350,7 +350,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"inspect", "--order", "sideways", p}, 2, "--order"},
 		{[]string{"inspect", "--bogus", p}, 2, "bogus"},
 		{[]string{"inspect", p, p}, 2, "exactly one"},
-		{[]string{"create"}, 2, `unknown command "create" (not implemented`},
+		{[]string{"create"}, 2, "--source, --target and -o are required"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"inspect", filepath.Join(t.TempDir(), "missing")}, 1, "no such file"},
 		{[]string{"inspect", "--help"}, 0, "Parses a COW image"},

@@ -32,12 +32,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"inspect": {runInspect, "parse a COW image and print its header, ops and merge order"},
+	"inspect":  {runInspect, "parse a COW image and print its header, ops and merge order"},
+	"create":   {runCreate, "build a COW from a source and a target image (create_snapshot)"},
+	"apply":    {runApply, "merge a COW into an image offline (-o NEW.img or --in-place, resumable)"},
+	"verify":   {runVerify, "check that source + COW reproduce the target image"},
+	"estimate": {runEstimate, "predict the COW size and op counts without writing"},
 }
 
 // planned lists subcommands that exist in AOSP-style tooling but are not
 // implemented in this version; they are refused with a clear message.
-var planned = map[string]bool{"create": true, "apply": true, "verify": true, "estimate": true}
+var planned = map[string]bool{}
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: cowctl <command> [flags] [args]")

@@ -1,0 +1,11 @@
+package main
+
+import (
+	"context"
+	"io"
+)
+
+type (
+	contextT = context.Context
+	ioWriter = io.Writer
+)
