@@ -11,7 +11,9 @@ pkgs=(
 	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench
 	fuse3          # fusermount3 for the FUSE frontend
 	qemu-system-x86 busybox-static cpio kmod   # VM integration tests
+	dmsetup        # copied into the VM initramfs to cross-check kernel/dm
 	make gcc libelf-dev bc flex bison     # building the dm-user kernel module
+	dwarves        # pahole: building the module against the 6.12 backports headers (VABC_KERNEL=bpo)
 )
 missing=()
 for p in "${pkgs[@]}"; do

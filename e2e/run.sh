@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# VM integration tests (vm-harness.md §13): build the dm-user module against Debian's kernel
+# headers and the static Go /init, pack an initramfs, boot Debian's kernel under
+# qemu-system-x86_64 -accel tcg (never kvm: it hangs stock kernels on this host type), run
+# every scenario in one boot and print
+#   RESULT <scenario> PASS | FAIL <reason> | SKIP <reason>
+#   vm-test took <seconds>s
+# Exit status is non-zero when a scenario fails, the VM does not finish, or the console
+# shows a kernel Oops, BUG or WARNING.
+#
+# Usage: bash e2e/run.sh [scenario ...]     (default: all)
+# Env:   VABC_KERNEL=bpo  boot the bookworm-backports kernel (6.12) instead of the default
+#        VM_TIMEOUT (s, default 420)  VM_MEM (default 512M)  VM_SMP (default 1)
+#        VABC_VM_REQUIRE_ALL=1  count scenarios that are not present yet (SKIP) as failures
+#        VM_REPEAT=N  run each scenario N times in the boot (race hunting)
+#        KEEP=1  keep e2e/out/initramfs staging for inspection
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/e2e/out
+mkdir -p "$OUT"
+t_start=$(date +%s.%N)
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+say() { echo "vm-test: $*" >&2; }
+
+for tool in qemu-system-x86_64 busybox cpio depmod modprobe make gcc; do
+	command -v "$tool" >/dev/null 2>&1 || { say "missing $tool (run make deps)"; exit 1; }
+done
+BUSYBOX=$(command -v busybox)
+if ! file -L "$BUSYBOX" 2>/dev/null | grep -q static && [ -x /bin/busybox ]; then BUSYBOX=/bin/busybox; fi
+
+# 1. Kernel image + headers (cached by version; only downloads when Debian moved on).
+VABC_FETCH_IF_MISSING=1 bash e2e/fetch-kernel.sh
+# shellcheck disable=SC1090
+. "e2e/cache/current${VABC_KERNEL:+-$VABC_KERNEL}.env"
+say "kernel $KVER ($KVERSION)"
+
+# 2. Our dm-user module, built out of tree in a scratch copy (keeps the source dir clean).
+t0=$(date +%s.%N)
+MODB=$OUT/dm-user-build
+rm -rf "$MODB" && mkdir -p "$MODB"
+cp kernel/dm-user/Kbuild kernel/dm-user/*.c kernel/dm-user/*.h "$MODB"/
+if ! make -s -C "$KBUILD" M="$MODB" modules >"$OUT/module-build.log" 2>&1; then
+	cat "$OUT/module-build.log" >&2
+	echo "RESULT module-build FAIL make -C $KBUILD failed"
+	exit 1
+fi
+if grep -E '(warning|error):' "$OUT/module-build.log" >&2; then
+	echo "RESULT module-build FAIL compiler warnings"
+	exit 1
+fi
+vermagic=$(modinfo -F vermagic "$MODB/dm-user.ko" | awk '{print $1}')
+[ "$vermagic" = "$KVER" ] || { echo "RESULT module-build FAIL vermagic $vermagic != $KVER"; exit 1; }
+say "module built in $(elapsed "$t0")s"
+
+# 3. Static Go /init (multi-call: also the passthrough daemon).
+t0=$(date +%s.%N)
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/init" ./e2e/guest
+# Product binaries the snapuserd scenarios will drive, when their packages exist.
+GUEST_BINS=()
+for c in snapuserd snapshotctl; do
+	rm -f "$OUT/$c"
+	if [ -d "cmd/$c" ]; then
+		CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$OUT/$c" "./cmd/$c"
+		GUEST_BINS+=("$OUT/$c")
+	fi
+done
+say "go build in $(elapsed "$t0")s"
+
+# 4. Initramfs: busybox, modules (+ dependencies, decompressed), dm-user.ko, /init.
+t0=$(date +%s.%N)
+STAGE=$(mktemp -d "$OUT/stage.XXXXXX")
+cleanup_stage() { [ "${KEEP:-}" = 1 ] || rm -rf "$STAGE"; }
+QEMU_PID=
+on_exit() {
+	if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
+	cleanup_stage
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$STAGE"/{bin,sbin,etc,proc,sys,dev,tmp,run,mnt,lib/modules/"$KVER"/kernel,lib/modules/"$KVER"/extra}
+cp "$BUSYBOX" "$STAGE/bin/busybox"
+# The applet links are made by the guest's /init (busybox --install -s /bin): one process
+# there instead of ~400 ln forks here.
+for a in sh dd; do ln -sf busybox "$STAGE/bin/$a"; done
+for a in modprobe insmod rmmod; do ln -sf ../bin/busybox "$STAGE/sbin/$a"; done
+# dmsetup (dynamically linked in Debian) with its libraries: the guest cross-checks our Go
+# ioctl encoding against libdevmapper ("dmsetup targets", "dmsetup table").
+if DMSETUP=$(command -v dmsetup); then
+	cp -L "$DMSETUP" "$STAGE/sbin/dmsetup"
+	for lib in $(ldd "$DMSETUP" | grep -oE '/[^ ]+'); do
+		mkdir -p "$STAGE$(dirname "$lib")"
+		cp -L "$lib" "$STAGE$lib"
+	done
+fi
+MODS="virtio_pci virtio_blk dm-mod dm-snapshot dm-zero loop ext4"
+for m in $MODS; do
+	modprobe -d "$KROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+done | sort -u | while read -r ko; do
+	rel=${ko#"$KROOT"/lib/modules/"$KVER"/}
+	dst=$STAGE/lib/modules/$KVER/$rel
+	mkdir -p "$(dirname "$dst")"
+	case $ko in
+	*.xz) xz -dc "$ko" >"${dst%.xz}" ;;
+	*.zst) zstd -qdc "$ko" >"${dst%.zst}" ;;
+	*.gz) gzip -dc "$ko" >"${dst%.gz}" ;;
+	*) cp "$ko" "$dst" ;;
+	esac
+done
+for f in modules.builtin modules.builtin.modinfo modules.order; do
+	[ -e "$KROOT/lib/modules/$KVER/$f" ] && cp "$KROOT/lib/modules/$KVER/$f" "$STAGE/lib/modules/$KVER/"
+done
+cp "$MODB/dm-user.ko" "$STAGE/lib/modules/$KVER/extra/"
+depmod -b "$STAGE" "$KVER"
+cp "$OUT/init" "$STAGE/init"
+for b in "${GUEST_BINS[@]}"; do cp "$b" "$STAGE/bin/"; done
+chmod 755 "$STAGE/init"
+(cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet) >"$OUT/initramfs.cpio"
+say "initramfs $(du -h "$OUT/initramfs.cpio" | cut -f1) in $(elapsed "$t0")s"
+cleanup_stage
+
+# 5. Fresh disks and one boot for all scenarios.
+rm -f "$OUT/vda.img" "$OUT/vdb.img"
+truncate -s 64M "$OUT/vda.img"
+truncate -s 16M "$OUT/vdb.img"
+run_filter=all
+if [ $# -gt 0 ]; then run_filter=$(IFS=,; echo "$*"); fi
+LOG=$OUT/console.log
+VM_TIMEOUT=${VM_TIMEOUT:-420}
+t_vm=$(date +%s.%N)
+qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
+	-nodefaults -display none -serial stdio -no-reboot \
+	-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
+	-append "console=ttyS0 panic=-1 quiet no_timer_check vabc.run=$run_filter vabc.repeat=${VM_REPEAT:-1}" \
+	-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
+	-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
+	</dev/null >"$LOG" 2>&1 &
+QEMU_PID=$!
+timed_out=0
+deadline=$(($(date +%s) + VM_TIMEOUT))
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+	if [ "$(date +%s)" -ge "$deadline" ]; then
+		timed_out=1
+		kill -KILL "$QEMU_PID" 2>/dev/null || true
+		break
+	fi
+	sleep 0.2
+done
+wait "$QEMU_PID" 2>/dev/null || true
+QEMU_PID=
+vm_secs=$(elapsed "$t_vm")
+
+# 6. Verdict from the console only (qemu's exit status says nothing: vm-harness.md §9.2).
+fail=0
+boot=$(tr -d '\r' <"$LOG" | sed -n 's/^VMTEST: init start, uptime \([0-9.]*\)s.*/\1/p' | head -1)
+say "VM ran ${vm_secs}s (kernel reached /init at ${boot:-?}s guest time); console log: $LOG"
+declare -A seen=()
+while read -r _ name verdict secs reason; do
+	seen[$name]=1
+	case $verdict in
+	PASS) echo "RESULT $name PASS"; say "$name took ${secs}s" ;;
+	SKIP)
+		echo "RESULT $name SKIP $reason"
+		[ "${VABC_VM_REQUIRE_ALL:-}" = 1 ] && fail=1
+		;;
+	*)
+		echo "RESULT $name FAIL ${reason:-no reason given}"
+		say "$name took ${secs}s"
+		fail=1
+		;;
+	esac
+done < <(grep -a '^VMTEST-RESULT: ' "$LOG" | tr -d '\r')
+grep -a '^VMTEST-METRIC: ' "$LOG" | tr -d '\r' | sed 's/^VMTEST-METRIC: /vm-test: metric /' >&2 || true
+if ! grep -aq '^VMTEST-DONE' "$LOG"; then
+	why="VM did not finish"
+	[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"
+	echo "RESULT vm FAIL $why (see $LOG)"
+	tail -n 30 "$LOG" >&2
+	fail=1
+fi
+if [ ${#seen[@]} -eq 0 ]; then
+	echo "RESULT vm FAIL no scenario reported a result"
+	fail=1
+fi
+if bad=$(grep -aE '(^|[^A-Za-z_])(Oops|BUG|WARNING)([^A-Za-z_]|$)' "$LOG" | grep -av '^VMTEST' | head -5) && [ -n "$bad" ]; then
+	echo "RESULT kernel-log FAIL console shows: $(echo "$bad" | head -1 | tr -s ' ' | cut -c1-160)"
+	echo "$bad" >&2
+	fail=1
+fi
+echo "vm-test took $(elapsed "$t_start")s"
+exit $fail
