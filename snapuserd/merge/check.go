@@ -92,7 +92,7 @@ func Check(r io.ReaderAt, size int64, name string, src Source) (*State, error) {
 	st.HasScratch = ok
 	capacity := int64(DefaultWindowBlocks)
 	if ok {
-		capacity = s.DataBlocks
+		capacity = min(s.DataBlocks, (s.MetadataSize-1)/cow.ScratchEntrySize-1)
 		if err := validateScratchLayout(f, &hdr, s); err != nil {
 			return st, err
 		}

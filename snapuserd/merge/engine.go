@@ -134,7 +134,9 @@ func New(cowFile, base faultfs.File, src Source, opts *Options) (*Engine, error)
 	}
 	e.winCap = DefaultWindowBlocks
 	if e.hasScratch {
-		e.winCap = int(e.scratch.DataBlocks)
+		// Data blocks, and entries plus terminator that fit the metadata
+		// area (both 510 for the 2 MiB region).
+		e.winCap = int(min(e.scratch.DataBlocks, (e.scratch.MetadataSize-1)/cow.ScratchEntrySize-1))
 	}
 	if w := e.opts.WindowBlocks; w > 0 {
 		if w > e.winCap {

@@ -695,3 +695,39 @@ func TestInPlaceXorWithoutScratch(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallScratchRegion: a 64 KiB buffer_size gives 15 data blocks but room
+// for only 14 entries and a terminator; windows must fit both.
+func TestSmallScratchRegion(t *testing.T) {
+	img := generate(t, genConfig{seed: 99, blocks: 600, version: 2, scratch: true})
+	p := append([]byte(nil), img.cowImg[:cow.HeaderV2Size+64<<10]...)
+	binary.LittleEndian.PutUint32(p[cow.OffsetBufferSize:], 64<<10)
+	cf, bf := faultfs.NewMemFile("c", p), faultfs.NewMemFile("b", img.base)
+	var max int
+	maxInt := func(a, b int) int {
+		if a > b {
+			return a
+		}
+		return b
+	}
+	e, err := New(cf, bf, img.source, &Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowPersisted {
+			max = maxInt(max, c.Ops)
+			if _, err := Check(cf, int64(len(p)), "c", img.source); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if max != 14 {
+		t.Fatalf("window of %d ops in a 64 KiB scratch region", max)
+	}
+	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
+		t.Fatal(d)
+	}
+}
