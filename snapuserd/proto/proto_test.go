@@ -430,7 +430,9 @@ func TestPeerCredentials(t *testing.T) {
 		t.Fatalf("root peer: %q", got)
 	}
 	// Drop root from the allowed set: the same peer is now refused.
+	e.s.mu.Lock()
 	e.s.allow = map[int]bool{4242: true}
+	e.s.mu.Unlock()
 	c2 := e.dial(t)
 	got, err := roundTrip(t, c2, "query")
 	if got != "" || err == nil {

@@ -83,13 +83,13 @@ type Options struct {
 
 // Server serves the control protocol. Create it with NewServer.
 type Server struct {
-	d     Daemon
-	log   *slog.Logger
-	allow map[int]bool
+	d   Daemon
+	log *slog.Logger
 
 	cmdMu sync.Mutex // serialises command execution (AOSP: one poll loop)
 
 	mu          sync.Mutex // guards the fields that follow
+	allow       map[int]bool
 	terminating bool
 	conns       map[net.Conn]struct{}
 	done        chan struct{} // closed when a command ends the server
@@ -199,6 +199,8 @@ func (s *Server) peerAllowed(c net.Conn) (bool, string) {
 		return false, "SO_PEERCRED: " + cerr.Error()
 	}
 	desc := fmt.Sprintf("pid %d uid %d", cred.Pid, cred.Uid)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.allow[int(cred.Uid)], desc
 }
 
