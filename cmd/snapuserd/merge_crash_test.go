@@ -397,9 +397,9 @@ func TestMergeSIGKILL(t *testing.T) {
 	if *soak {
 		iters, maxKills = iters*10, 6
 	}
-	const blocks = 1536 // 6 MiB
+	const blocks = 1024 // 4 MiB
 	start := time.Now()
-	var runs, kills, partial, reads, midMergeReads int
+	var runs, kills, partial, reads, midMergeReads, restartReads int
 	est := 40 * time.Millisecond // running estimate of an uninterrupted merge
 	for seed := range iters {
 		c := crashCaseOf(seed)
@@ -420,10 +420,13 @@ func TestMergeSIGKILL(t *testing.T) {
 
 		// The reader: random (sector, len) reads, aligned and not, from
 		// before the first daemon starts until the merge completed.
-		var merging atomic.Bool
+		// phase: 0 before the first initiate_merge, 1 merging, 2 after a
+		// restart until initiate_merge (the handler's own read path over
+		// a partially merged COW).
+		var phase atomic.Int32
 		readerStop := make(chan struct{})
 		readerErr := make(chan error, 1)
-		var nReads, nMid atomic.Int64
+		var nReads, nMid, nRestart atomic.Int64
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(seed), 7))
 			nsec := int64(len(tgt) / 512)
@@ -443,7 +446,7 @@ func TestMergeSIGKILL(t *testing.T) {
 				}
 				l = min(l, nsec-sec)
 				p := buf[:l*512]
-				mid := merging.Load()
+				ph := phase.Load()
 				if err := k.readAt(p, sec*512, 20*time.Second); err != nil {
 					readerErr <- err
 					return
@@ -457,8 +460,11 @@ func TestMergeSIGKILL(t *testing.T) {
 					return
 				}
 				nReads.Add(1)
-				if mid {
+				switch ph {
+				case 1:
 					nMid.Add(1)
+				case 2:
+					nRestart.Add(1)
 				}
 			}
 		}()
@@ -477,7 +483,11 @@ func TestMergeSIGKILL(t *testing.T) {
 			if round > maxKills+3 {
 				t.Fatalf("seed %d: merge not complete after %d daemon runs", seed, round)
 			}
-			d = startDaemonProc(t, exe, k, 2, "-socket", sock, "-worker_count", "2", "-num_merge_threads", "2")
+			args := []string{"-socket", sock, "-worker_count", "2", "-num_merge_threads", "2"}
+			if seed%4 >= 2 {
+				args = append(args, "-io_uring") // merge writes through io_uring where the kernel allows
+			}
+			d = startDaemonProc(t, exe, k, 2, args...)
 			runs++
 			cl, err := client.Connect(t.Context(), sock, 10*time.Second)
 			if err != nil {
@@ -498,10 +508,12 @@ func TestMergeSIGKILL(t *testing.T) {
 			if err != nil || (st != proto.StatusSnapshot && st != proto.StatusMergeComplete) {
 				fail("status before initiate_merge: %q %v", st, err)
 			}
-			if round == 0 {
-				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond) // reads before the merge
-			}
-			merging.Store(true)
+			// Reads before (re-)initiating the merge go through the
+			// handler's own read path: after a kill it serves the
+			// partially merged COW (merged ops from base, a durable
+			// window from scratch, the rest from the sources).
+			time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
+			phase.Store(1)
 			if err := cl.InitiateMerge("system"); err != nil {
 				fail("initiate_merge: %v", err)
 			}
@@ -537,6 +549,7 @@ func TestMergeSIGKILL(t *testing.T) {
 			if err := d.kill(); err != nil {
 				t.Fatalf("seed %d round %d: %v", seed, round, err)
 			}
+			phase.Store(2)
 			kills++
 			seedKills++
 			r, err := cow.Open(cowPath, nil)
@@ -589,12 +602,12 @@ func TestMergeSIGKILL(t *testing.T) {
 		}
 		reads += int(nReads.Load())
 		midMergeReads += int(nMid.Load())
+		restartReads += int(nRestart.Load())
 	}
 	t.Logf("merge estimate %v", est)
-	t.Logf("%d seeds, %d daemon runs, %d SIGKILLs (%d left a partially merged COW), %d verified reads (%d after initiate_merge), %v",
-		iters, runs, kills, partial, reads, midMergeReads, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d daemon runs, %d SIGKILLs (%d left a partially merged COW), %d verified reads (%d during merges, %d by restarted daemons before initiate_merge), %v",
+		iters, runs, kills, partial, reads, midMergeReads, restartReads, time.Since(start).Round(time.Millisecond))
 	if kills < iters || partial < iters/3 {
 		t.Fatalf("only %d kills, %d mid-merge: the kill timing does not exercise the merge", kills, partial)
 	}
 }
-
