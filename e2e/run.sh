@@ -158,13 +158,17 @@ done
 	{ cat "$SNAP/cowctl.log" >&2; echo "RESULT snapshot-images FAIL cowctl create failed"; exit 1; }
 truncate -s %4096 "$SNAP/cow.img" # a whole number of sectors for the virtio disk
 target_sha=$(sha256sum "$SNAP/target.img" | cut -c1-64)
-cp "$SNAP/base.img" "$OUT/vdc.img"
-cp "$SNAP/cow.img" "$OUT/vdd.img"
-cp "$SNAP/base.img" "$OUT/vde.img"
-cp "$SNAP/cow.img" "$OUT/vdf.img"
+# The guest copies the pristine base + COW (vdh, vdi) over its working disks at the start of
+# each scenario run; these are just blank disks of the right size.
+base_size=$(stat -c %s "$SNAP/base.img")
+cow_size=$(stat -c %s "$SNAP/cow.img")
+truncate -s "$base_size" "$OUT/vdc.img" "$OUT/vde.img"
+truncate -s "$cow_size" "$OUT/vdd.img" "$OUT/vdf.img"
 mv "$SNAP/target.img" "$OUT/vdg.img"
-rm -rf "$SNAP/base" "$SNAP/target" "$SNAP/base.img"
-say "snapshot images in $(elapsed "$t0")s (COW $(du -k "$SNAP/cow.img" | cut -f1) KiB, target sha256 ${target_sha:0:16}…)"
+mv "$SNAP/base.img" "$OUT/vdh.img"
+mv "$SNAP/cow.img" "$OUT/vdi.img"
+rm -rf "$SNAP/base" "$SNAP/target"
+say "snapshot images in $(elapsed "$t0")s (COW $((cow_size >> 10)) KiB, target sha256 ${target_sha:0:16}…)"
 
 run_filter=all
 if [ $# -gt 0 ]; then run_filter=$(IFS=,; echo "$*"); fi
@@ -185,6 +189,8 @@ boot() {
 		-drive file="$OUT/vde.img",if=virtio,format=raw,cache=unsafe \
 		-drive file="$OUT/vdf.img",if=virtio,format=raw,cache=unsafe \
 		-drive file="$OUT/vdg.img",if=virtio,format=raw,readonly=on \
+		-drive file="$OUT/vdh.img",if=virtio,format=raw,readonly=on \
+		-drive file="$OUT/vdi.img",if=virtio,format=raw,readonly=on \
 		</dev/null >"$log" 2>&1 &
 	QEMU_PID=$!
 	deadline=$(($(date +%s) + VM_TIMEOUT))

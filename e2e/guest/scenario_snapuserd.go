@@ -38,6 +38,8 @@ const (
 	diskKillBase   = "/dev/vde" // snapuserd-merge-kill: base
 	diskKillCOW    = "/dev/vdf" // snapuserd-merge-kill: COW
 	diskTargetCopy = "/dev/vdg" // read-only copy of the target image (dm-linear bench reference)
+	diskPristBase  = "/dev/vdh" // read-only pristine base image
+	diskPristCOW   = "/dev/vdi" // read-only pristine COW
 
 	tokenFile = "vabc/token.txt" // written by run.sh into the target tree only
 )
@@ -100,6 +102,53 @@ func expectHash(path, want, what string) error {
 		return fmt.Errorf("%s: %s has sha256 %.16s…, want the target's %.16s…", what, path, got, want)
 	}
 	return nil
+}
+
+// copyDisk copies the whole of src over the start of dst with O_DIRECT (the merge writes
+// the base and the COW header, so each run starts from the pristine images: scenarios do
+// not depend on earlier runs, and vabc.repeat works).
+func copyDisk(src, dst string) error {
+	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	buf := alignedBuf(1 << 20)
+	defer unix.Munmap(buf[:cap(buf)])
+	var off int64
+	for {
+		n, rerr := in.ReadAt(buf, off)
+		if n > 0 {
+			if _, err := out.WriteAt(buf[:n], off); err != nil {
+				return fmt.Errorf("write %s at %d: %w", dst, off, err)
+			}
+			off += int64(n)
+		}
+		if rerr == io.EOF {
+			return out.Sync()
+		}
+		if rerr != nil {
+			return fmt.Errorf("read %s at %d: %w", src, off, rerr)
+		}
+	}
+}
+
+// restore waits for the disks and resets base and COW to the pristine images.
+func restore(ctx context.Context, base, cow string) error {
+	for _, d := range []string{base, cow, diskTargetCopy, diskPristBase, diskPristCOW} {
+		if err := waitDisk(ctx, d); err != nil {
+			return err
+		}
+	}
+	if err := copyDisk(diskPristBase, base); err != nil {
+		return err
+	}
+	return copyDisk(diskPristCOW, cow)
 }
 
 // waitDisk waits for a virtio disk to be probed.
@@ -293,10 +342,8 @@ func snapuserdUser(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{diskUserBase, diskUserCOW, diskTargetCopy} {
-		if err := waitDisk(ctx, d); err != nil {
-			return err
-		}
+	if err := restore(ctx, diskUserBase, diskUserCOW); err != nil {
+		return err
 	}
 	c, err := dm.Open()
 	if err != nil {
@@ -393,10 +440,8 @@ func snapuserdMergeKill(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{diskKillBase, diskKillCOW} {
-		if err := waitDisk(ctx, d); err != nil {
-			return err
-		}
+	if err := restore(ctx, diskKillBase, diskKillCOW); err != nil {
+		return err
 	}
 	c, err := dm.Open()
 	if err != nil {
