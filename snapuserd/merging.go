@@ -232,8 +232,9 @@ func (m *Manager) initiateMergeLocked(h *handler) error {
 		default:
 			m.log.Error("merge failed", "misc", misc, "err", err)
 		}
-		if _, ferr := eng.IOURing(); m.cfg.Merge.IOUring && ferr != nil {
-			m.log.Info("merge used synchronous I/O", "misc", misc, "reason", ferr)
+		if m.cfg.Merge.IOUring {
+			n, ferr := eng.IOURing()
+			m.log.Info("merge I/O", "misc", misc, "uring_writes", n, "sync_fallback", ferr)
 		}
 	}()
 	return nil

@@ -5,8 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +23,7 @@ func buildDaemon(t *testing.T, dir string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go"
 	}
 	out := filepath.Join(dir, "snapuserd")
 	cmd := exec.Command(goBin, "build", "-o", out, "github.com/vabc-go/vabc/cmd/snapuserd")
@@ -77,9 +77,9 @@ func TestMergeAndWaitAgainstDaemon(t *testing.T) {
 		}
 	}
 	sock := filepath.Join(dir, "snapuserd.sock")
-	var logBuf bytes.Buffer
+	logBuf := &syncBuffer{}
 	d := exec.Command(bin, "-socket", sock, "-dm_user_dir", dmDir, "-num_merge_threads", "1", "-io_uring")
-	d.Stderr = &logBuf
+	d.Stderr = logBuf
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,30 @@ func TestMergeAndWaitAgainstDaemon(t *testing.T) {
 	if o, err := ctl(t, sock, "wait", "odm"); err == nil || o != "odm: snapshot-merge-failed\n" {
 		t.Errorf("wait on a failed merge: %q %v", o, err)
 	}
+	if i := strings.Index(logBuf.String(), "uring_writes="); i < 0 {
+		t.Errorf("daemon log lacks the io_uring summary")
+	} else {
+		t.Logf("daemon: %s", strings.SplitN(logBuf.String()[i:], "\n", 2)[0])
+	}
 	if !strings.Contains(logBuf.String(), "merge complete") {
 		t.Errorf("daemon log lacks the merge completion:\n%s", logBuf.String())
 	}
+}
+
+// syncBuffer is the daemon's stderr, read while the daemon writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -369,6 +369,9 @@ func startDaemonProc(t *testing.T, exe string, k *ktarget, workers int, args ...
 func (d *daemonProc) kill() error {
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-d.waited
+	if strings.Contains(d.stderr.String(), "DATA RACE") {
+		return fmt.Errorf("race detected in the daemon:\n%s", d.stderr)
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
 		return nil
