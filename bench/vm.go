@@ -60,7 +60,7 @@ func benchVM(r *report) error {
 	if su == nil || pt == nil {
 		return fmt.Errorf("e2e/run.sh printed no metric lines:\n%s", lastLines(stderr.String(), 20))
 	}
-	r.printf("One VM boot (`-accel tcg -smp 1`, Debian %s), `dd bs=1M iflag=direct`, best of two reads each; "+
+	r.printf("Measured in one VM boot (`-accel tcg -smp 1`, Debian %s), `dd bs=1M iflag=direct`, best of two reads each; "+
 		"run took %.0fs.\n\n", kernelVersion(), time.Since(t0).Seconds())
 	r.printf("| Device | MiB/s | Reference | MiB/s | Ratio |\n|---|---:|---|---:|---:|\n")
 	r.printf("| snapuserd (base + lz4 v3 COW → ext4 target, %s MiB) over dm-user | %s | dm-linear over the target image | %s | %s |\n",
