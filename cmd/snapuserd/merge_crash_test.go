@@ -403,6 +403,7 @@ func TestMergeSIGKILL(t *testing.T) {
 	const blocks = 1024 // 4 MiB
 	start := time.Now()
 	var runs, kills, partial, reads, midMergeReads, restartReads int
+	var killOrdered, killScratch, killReplace int // where the kills left the merge
 	est := 40 * time.Millisecond // running estimate of an uninterrupted merge
 	for seed := range iters {
 		c := crashCaseOf(seed)
@@ -415,6 +416,9 @@ func TestMergeSIGKILL(t *testing.T) {
 		}
 		if counts["copy"] == 0 || counts["replace"] == 0 || (!c.noScratch && counts["xor"] == 0) {
 			t.Fatalf("seed %d %v: op counts %v lack copy/xor/replace ops", seed, c, counts)
+		}
+		if c.factor > 4096 && multiBlockOps(t, cowPath) == 0 {
+			t.Fatalf("seed %d %v: no multi-block Replace ops", seed, c)
 		}
 		if err := os.WriteFile(basePath, src, 0o644); err != nil {
 			t.Fatal(err)
@@ -521,9 +525,18 @@ func TestMergeSIGKILL(t *testing.T) {
 				fail("initiate_merge: %v", err)
 			}
 			t0 := time.Now()
+			// Kill at a random time, or a random time after merge_percent
+			// passed a random threshold (spreads the kills over the
+			// ordered and the replace phase).
 			kill := seedKills < maxKills
+			byPercent := rng.IntN(2) == 0
 			delay := time.Duration(rng.Int64N(int64(est)))
+			threshold := rng.Float64() * 100
+			if byPercent {
+				delay = time.Duration(rng.Int64N(int64(3 * time.Millisecond)))
+			}
 			complete := false
+			var crossed time.Time
 			for !complete {
 				st, err := cl.QuerySnapshotStatus("system")
 				switch {
@@ -534,7 +547,19 @@ func TestMergeSIGKILL(t *testing.T) {
 				case st != proto.StatusMerge:
 					fail("status during merge: %q", st)
 				}
-				if !complete && kill && time.Since(t0) >= delay {
+				if !complete && kill && byPercent && crossed.IsZero() {
+					pct, err := cl.GetMergePercent()
+					if err != nil || pct < 0 || pct > 100 {
+						fail("merge_percent %v %v", pct, err)
+					}
+					if pct >= threshold {
+						crossed = time.Now()
+					}
+				}
+				if !complete && kill && !byPercent && time.Since(t0) >= delay {
+					break
+				}
+				if !complete && kill && byPercent && !crossed.IsZero() && time.Since(crossed) >= delay {
 					break
 				}
 				checkReader()
@@ -570,6 +595,15 @@ func TestMergeSIGKILL(t *testing.T) {
 			}
 			if !ms.Complete && (ms.NumMergeOps > 0 || ms.ReadAheadState == 2) {
 				partial++
+			}
+			switch {
+			case ms.Complete:
+			case ms.ReadAheadState == 2:
+				killScratch++
+			case ms.NumMergeOps < uint64(ms.OrderedOps):
+				killOrdered++
+			default:
+				killReplace++
 			}
 			checkReader()
 		}
@@ -607,10 +641,27 @@ func TestMergeSIGKILL(t *testing.T) {
 		midMergeReads += int(nMid.Load())
 		restartReads += int(nRestart.Load())
 	}
-	t.Logf("merge estimate %v", est)
+	t.Logf("merge estimate %v; kills left: %d in the ordered phase, %d with a durable scratch window pending (read_ahead_state 2), %d in the replace phase",
+		est, killOrdered, killScratch, killReplace)
 	t.Logf("%d seeds, %d daemon runs, %d SIGKILLs (%d left a partially merged COW), %d verified reads (%d during merges, %d by restarted daemons before initiate_merge), %v",
 		iters, runs, kills, partial, reads, midMergeReads, restartReads, time.Since(start).Round(time.Millisecond))
 	if kills < iters || partial < iters/3 {
 		t.Fatalf("only %d kills, %d mid-merge: the kill timing does not exercise the merge", kills, partial)
 	}
+}
+
+// multiBlockOps counts the Replace ops of a COW that cover several blocks.
+func multiBlockOps(t *testing.T, path string) int {
+	r, err := cow.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n := 0
+	for _, op := range r.MergeOrder() {
+		if op.Type == cow.OpReplace && op.Blocks() > 1 {
+			n++
+		}
+	}
+	return n
 }
