@@ -316,9 +316,10 @@ func buildCrashCow(t *testing.T, c crashCase, src, tgt []byte, path string) map[
 
 // daemonProc is one incarnation of the daemon.
 type daemonProc struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	waited chan error
+	cmd     *exec.Cmd
+	stderr  *lockedBuffer
+	exited  chan struct{} // closed when Wait returned
+	waitErr error         // Wait's result, set before exited is closed
 }
 
 type lockedBuffer struct {
@@ -353,7 +354,7 @@ func startDaemonProc(t *testing.T, exe string, k *ktarget, workers int, args ...
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), childArgsEnv+"="+strings.Join(args, "\x1f"), childFdsEnv+"="+strconv.Itoa(workers))
 	cmd.ExtraFiles = extra
-	d := &daemonProc{cmd: cmd, stderr: &lockedBuffer{}, waited: make(chan error, 1)}
+	d := &daemonProc{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	err := cmd.Start()
 	for _, f := range extra {
@@ -362,13 +363,16 @@ func startDaemonProc(t *testing.T, exe string, k *ktarget, workers int, args ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.waited <- cmd.Wait() }()
+	go func() { d.waitErr = cmd.Wait(); close(d.exited) }()
+	// Whatever way the test ends, no daemon outlives it.
+	t.Cleanup(func() { cmd.Process.Kill(); <-d.exited })
 	return d
 }
 
 func (d *daemonProc) kill() error {
 	d.cmd.Process.Signal(syscall.SIGKILL)
-	err := <-d.waited
+	<-d.exited
+	err := d.waitErr
 	if strings.Contains(d.stderr.String(), "DATA RACE") {
 		return fmt.Errorf("race detected in the daemon:\n%s", d.stderr)
 	}
@@ -404,6 +408,7 @@ func TestMergeSIGKILL(t *testing.T) {
 	start := time.Now()
 	var runs, kills, partial, reads, midMergeReads, restartReads int
 	var killOrdered, killScratch, killReplace int // where the kills left the merge
+	var fullRestartReads int
 	est := 40 * time.Millisecond // running estimate of an uninterrupted merge
 	for seed := range iters {
 		c := crashCaseOf(seed)
@@ -515,6 +520,14 @@ func TestMergeSIGKILL(t *testing.T) {
 			if err != nil || (st != proto.StatusSnapshot && st != proto.StatusMergeComplete) {
 				fail("status before initiate_merge: %q %v", st, err)
 			}
+			if round > 0 {
+				// The restarted handler's own read path over the
+				// partially merged COW: the whole device, once.
+				if err := readAll(k, tgt); err != nil {
+					fail("full read after restart, before initiate_merge: %v", err)
+				}
+				fullRestartReads++
+			}
 			// Reads before (re-)initiating the merge go through the
 			// handler's own read path: after a kill it serves the
 			// partially merged COW (merged ops from base, a durable
@@ -609,14 +622,8 @@ func TestMergeSIGKILL(t *testing.T) {
 		}
 		// Complete: one full read of the device through the daemon, then
 		// the base image itself.
-		full := make([]byte, len(tgt))
-		for off := 0; off < len(full); off += 1 << 20 {
-			if err := k.readAt(full[off:min(off+1<<20, len(full))], int64(off), 20*time.Second); err != nil {
-				t.Fatalf("seed %d: full read after merge: %v", seed, err)
-			}
-		}
-		if !bytes.Equal(full, tgt) {
-			t.Fatalf("seed %d %v: device differs from the target after the merge", seed, c)
+		if err := readAll(k, tgt); err != nil {
+			t.Fatalf("seed %d %v: full read after the merge: %v", seed, c, err)
 		}
 		close(readerStop)
 		if err := <-readerErr; err != nil {
@@ -643,8 +650,8 @@ func TestMergeSIGKILL(t *testing.T) {
 	}
 	t.Logf("merge estimate %v; kills left: %d in the ordered phase, %d with a durable scratch window pending (read_ahead_state 2), %d in the replace phase",
 		est, killOrdered, killScratch, killReplace)
-	t.Logf("%d seeds, %d daemon runs, %d SIGKILLs (%d left a partially merged COW), %d verified reads (%d during merges, %d by restarted daemons before initiate_merge), %v",
-		iters, runs, kills, partial, reads, midMergeReads, restartReads, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds, %d daemon runs, %d SIGKILLs (%d left a partially merged COW), %d verified random reads (%d during merges, %d by restarted daemons before initiate_merge), %d full-device reads after restarts, %v",
+		iters, runs, kills, partial, reads, midMergeReads, restartReads, fullRestartReads, time.Since(start).Round(time.Millisecond))
 	if kills < iters || partial < iters/3 {
 		t.Fatalf("only %d kills, %d mid-merge: the kill timing does not exercise the merge", kills, partial)
 	}
@@ -664,4 +671,24 @@ func multiBlockOps(t *testing.T, path string) int {
 		}
 	}
 	return n
+}
+
+// readAll reads the whole device through k in 1 MiB requests and compares
+// it with want.
+func readAll(k *ktarget, want []byte) error {
+	buf := make([]byte, 1<<20)
+	for off := 0; off < len(want); off += len(buf) {
+		p := buf[:min(len(buf), len(want)-off)]
+		if err := k.readAt(p, int64(off), 20*time.Second); err != nil {
+			return err
+		}
+		if !bytes.Equal(p, want[off:off+len(p)]) {
+			for b := 0; ; b += 4096 {
+				if !bytes.Equal(p[b:b+4096], want[off+b:off+b+4096]) {
+					return fmt.Errorf("block %d differs from the target", (off+b)/4096)
+				}
+			}
+		}
+	}
+	return nil
 }
