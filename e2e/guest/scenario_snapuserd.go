@@ -264,13 +264,36 @@ func (s *snapStack) initStart(ctx context.Context) error {
 // under TCG), so a daemon that never finishes fails fast instead of eating the VM's budget.
 const mergeLimit = 60 * time.Second
 
-// mergeAndWait initiates the merge and waits for snapshot-merge-complete.
-func (s *snapStack) mergeAndWait(ctx context.Context) error {
+// mergeAndWait initiates the merge and waits for snapshot-merge-complete. When want is not
+// empty, the whole partition is read (O_DIRECT) while the merge runs and must hash to want:
+// reads racing the merge see the target, whichever side of the merge window they hit.
+func (s *snapStack) mergeAndWait(ctx context.Context, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, mergeLimit)
 	defer cancel()
 	if _, err := snapshotctl(ctx, s.sock, "merge", s.misc); err != nil {
 		return err
 	}
+	readErr := make(chan error, 1)
+	if want != "" {
+		go func() {
+			err := expectHash(s.path, want, "snapshot read during the merge")
+			if err == nil {
+				st, _ := snapshotctl(ctx, s.sock, "status", s.misc)
+				s.e.logf("read during the merge ok; merge status when it ended: %s", st)
+			}
+			readErr <- err
+		}()
+	} else {
+		readErr <- nil
+	}
+	if err := s.waitMerge(ctx); err != nil {
+		<-readErr
+		return err
+	}
+	return <-readErr
+}
+
+func (s *snapStack) waitMerge(ctx context.Context) error {
 	out, err := snapshotctl(ctx, s.sock, "-interval", "100ms", "wait", s.misc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -375,7 +398,7 @@ func snapuserdUser(ctx context.Context, e *env) error {
 			return fmt.Errorf("bench: %w", err)
 		}
 		t0 := time.Now()
-		if err := s.mergeAndWait(ctx); err != nil {
+		if err := s.mergeAndWait(ctx, p.sha256); err != nil {
 			return err
 		}
 		e.logf("merge took %.2fs", time.Since(t0).Seconds())
@@ -520,7 +543,7 @@ func snapuserdMergeKill(ctx context.Context, e *env) error {
 		if err := expectHash(s.path, p.sha256, "snapshot after the kill, before the merge resumes"); err != nil {
 			return err
 		}
-		if err := s.mergeAndWait(ctx); err != nil {
+		if err := s.mergeAndWait(ctx, p.sha256); err != nil {
 			return fmt.Errorf("merge after restart: %w", err)
 		}
 		if err := expectHash(s.path, p.sha256, "snapshot after merge"); err != nil {
