@@ -229,8 +229,8 @@ func (s *Server) serveConn(c net.Conn) {
 }
 
 // Dispatch executes one message and returns the reply ("" = none) and
-// whether the connection stays open. Exposed for tests and for the
-// -no_socket path, which feeds init messages without a socket.
+// whether the connection stays open. Exposed for tests and for embedding
+// the protocol in other transports.
 func (s *Server) Dispatch(msg string) (reply string, keep bool) {
 	s.cmdMu.Lock()
 	defer s.cmdMu.Unlock()
