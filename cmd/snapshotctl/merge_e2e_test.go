@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/cow/create"
@@ -175,4 +179,121 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestMergeFuseAgainstDaemon is the FUSE user's flow: snapuserd
+// -fuse_mount DIR, init/start with snapshotctl, then `snapshotctl merge` and
+// `snapshotctl wait` while DIR/system is read again and again; every read
+// of the exported file equals the target, before, during and after the merge.
+func TestMergeFuseAgainstDaemon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon binary")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+		t.Skipf("FUSE test skipped: needs /dev/fuse and root (%v, euid %d)", err, os.Geteuid())
+	}
+	dir := t.TempDir()
+	bin := buildDaemon(t, dir)
+	var pair createtest.Pair
+	for _, pr := range createtest.Pairs(22, 1024) {
+		if pr.Name == "shuffled" {
+			pair = pr
+		}
+	}
+	cowPath, base := filepath.Join(dir, "system.cow"), filepath.Join(dir, "system.img")
+	if err := os.WriteFile(base, pair.Source, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := create.Build(t.Context(), create.Image{R: bytes.NewReader(pair.Source), Size: int64(len(pair.Source))},
+		create.Image{R: bytes.NewReader(pair.Target), Size: int64(len(pair.Target))}, cowPath, create.Options{Xor: true},
+		create.CowOptions{Version: 2, Writer: cow.WriterOptions{Compression: cow.CompressionLz4}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mnt, sock := filepath.Join(dir, "mnt"), filepath.Join(dir, "snapuserd.sock")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logBuf := &syncBuffer{}
+	d := exec.Command(bin, "-socket", sock, "-fuse_mount", mnt)
+	d.Stderr = logBuf
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.Wait() }()
+	defer func() {
+		d.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("daemon exit: %v\n%s", err, logBuf.String())
+			}
+		case <-time.After(10 * time.Second):
+			d.Process.Kill()
+			t.Error("daemon did not exit on SIGTERM")
+		}
+	}()
+	c, err := client.Connect(t.Context(), sock, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for _, args := range [][]string{{"init", "system", cowPath, base, base}, {"start", "system"}} {
+		if out, err := ctl(t, sock, args...); err != nil {
+			t.Fatalf("%v: %v %q", args, err, out)
+		}
+	}
+	exported := filepath.Join(mnt, "system")
+	stop := make(chan struct{})
+	readerDone := make(chan error, 1)
+	var fullReads int
+	go func() {
+		for {
+			got, err := readUncached(exported)
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			if !bytes.Equal(got, pair.Target) {
+				readerDone <- errors.New("the exported file differs from the target")
+				return
+			}
+			fullReads++
+			select {
+			case <-stop:
+				readerDone <- nil
+				return
+			default:
+			}
+		}
+	}()
+	if out, err := ctl(t, sock, "merge", "system"); err != nil {
+		t.Fatalf("merge: %v %q", err, out)
+	}
+	if out, err := ctl(t, sock, "wait", "system"); err != nil || out != "system: snapshot-merge-complete\n" {
+		t.Fatalf("wait: %q %v\n%s", out, err, logBuf.String())
+	}
+	close(stop)
+	if err := <-readerDone; err != nil {
+		t.Fatalf("reader of %s: %v", exported, err)
+	}
+	got, err := os.ReadFile(base)
+	if err != nil || !bytes.Equal(got, pair.Target) {
+		t.Fatalf("base image differs from the target after the merge (%v)", err)
+	}
+	t.Logf("%d full reads of the exported file during the merge", fullReads)
+}
+
+// readUncached drops the file's page cache (the FUSE export keeps it across
+// opens), so that the read reaches the daemon, then reads the whole file.
+func readUncached(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
 }
