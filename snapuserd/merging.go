@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
 
 	"github.com/vabc-go/vabc/internal/faultfs"
 	"github.com/vabc-go/vabc/snapuserd/merge"
@@ -89,9 +91,20 @@ func (s *Snapshot) SetMergeFiles(cowF, base faultfs.File) {
 }
 
 // openMergeFiles is the open function of OpenSnapshot: the COW and the base
-// device (base_path_merge) opened read-write.
-func openMergeFiles(cowPath, basePath string) func() (faultfs.File, faultfs.File, error) {
+// device (base_path_merge) opened read-write. The merge reads the Copy and
+// Xor sources from the base device it writes (Virtual A/B merges in place;
+// libsnapshot passes the same device as backing and base), so a backing
+// device that is not the base device is refused rather than merged from the
+// wrong data.
+func openMergeFiles(cowPath, backingPath, basePath string) func() (faultfs.File, faultfs.File, error) {
 	return func() (faultfs.File, faultfs.File, error) {
+		same, err := sameDevice(backingPath, basePath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("snapuserd: merge: %w", err)
+		}
+		if !same {
+			return nil, nil, fmt.Errorf("snapuserd: merge needs the source device to be the base device (Virtual A/B merges in place): backing %s and base %s differ", backingPath, basePath)
+		}
 		cf, err := faultfs.Open(cowPath)
 		if err != nil {
 			return nil, nil, fmt.Errorf("snapuserd: opening the COW for merge: %w", err)
@@ -353,4 +366,24 @@ func (m *Manager) MergeProgress(misc string) (p merge.Progress, ok bool) {
 		return merge.Progress{}, false
 	}
 	return j.eng.Progress(), true
+}
+
+// sameDevice reports whether two paths name the same file, or block device
+// nodes of the same device (/dev/block/dm-3 and /dev/dm-3).
+func sameDevice(a, b string) (bool, error) {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	if os.SameFile(fa, fb) {
+		return true, nil
+	}
+	isBlock := func(fi os.FileInfo) bool { return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 }
+	sa, okA := fa.Sys().(*syscall.Stat_t)
+	sb, okB := fb.Sys().(*syscall.Stat_t)
+	return okA && okB && isBlock(fa) && isBlock(fb) && sa.Rdev == sb.Rdev, nil
 }

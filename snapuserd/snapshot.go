@@ -132,7 +132,7 @@ func OpenSnapshot(req proto.InitRequest, opts *SnapshotOptions) (*Snapshot, erro
 		return fail(err)
 	}
 	s.closers = closers
-	s.mg.open = openMergeFiles(req.Cow, req.BasePath)
+	s.mg.open = openMergeFiles(req.Cow, req.Backing, req.BasePath)
 	return s, nil
 }
 

@@ -137,9 +137,8 @@ func TestMergeAndWaitAgainstDaemon(t *testing.T) {
 		}
 	}
 
-	// A triple whose source and base differ, with an ordered op reading a
-	// block an earlier one overwrote, cannot be merged in place: merge
-	// fails, and wait reports the failure with exit status 1.
+	// A triple whose source and base differ cannot be merged in place:
+	// merge fails, and wait reports the failure with exit status 1.
 	tr := snapuserdtest.GenTriple(t, snapuserdtest.TripleSpec{Version: 3, Comp: cow.CompressionLz4, Factor: 64 << 10, Blocks: 256, Seed: 5})
 	f := tr.WriteFiles(t, t.TempDir())
 	for _, args := range [][]string{{"init", "odm", f.Cow, f.Source, f.Base}, {"start", "odm"}} {
