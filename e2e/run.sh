@@ -5,13 +5,18 @@
 # every scenario in one boot and print
 #   RESULT <scenario> PASS | FAIL <reason> | SKIP <reason>
 #   vm-test took <seconds>s
-# Exit status is non-zero when a scenario fails, the VM does not finish, or the console
-# shows a kernel Oops, BUG or WARNING.
+# Exit status is non-zero when a scenario fails or is missing (SKIP), the VM does not
+# finish, or the console shows a kernel Oops, BUG or WARNING. Scenarios with an
+# after-reboot check (the snapuserd ones: the merged base must equal the target) print
+# VMTEST-REBOOT when their first half passed; the VM is then booted a second time with the
+# same disk images to run those checks, and the scenario passes only if both halves do.
 #
 # Usage: bash e2e/run.sh [scenario ...]     (default: all)
 # Env:   VABC_KERNEL=bpo  boot the bookworm-backports kernel (6.12) instead of the default
 #        VM_TIMEOUT (s, default 420)  VM_MEM (default 512M)  VM_SMP (default 1)
-#        VABC_VM_REQUIRE_ALL=1  count scenarios that are not present yet (SKIP) as failures
+#        VABC_VM_REQUIRE_ALL (default 1) count scenarios that are not present (SKIP) as
+#                         failures; 0 lets a run with SKIPs pass
+#        VM_SNAP_NEW_MIB (default 12) size of the new file in the snapuserd target image
 #        VM_REPEAT=N  run each scenario N times in the boot (race hunting)
 #        KEEP=1  keep e2e/out/initramfs staging for inspection
 set -euo pipefail
@@ -65,6 +70,8 @@ for c in snapuserd snapshotctl; do
 		GUEST_BINS+=("$OUT/$c")
 	fi
 done
+# cowctl runs on the host: it builds the snapuserd scenarios' COW.
+CGO_ENABLED=0 go build -trimpath -o "$OUT/cowctl" ./cmd/cowctl
 say "go build in $(elapsed "$t0")s"
 
 # 4. Initramfs: busybox, modules (+ dependencies, decompressed), dm-user.ko, /init.
@@ -119,72 +126,164 @@ chmod 755 "$STAGE/init"
 say "initramfs $(du -h "$OUT/initramfs.cpio" | cut -f1) in $(elapsed "$t0")s"
 cleanup_stage
 
-# 5. Fresh disks and one boot for all scenarios.
-rm -f "$OUT/vda.img" "$OUT/vdb.img"
+# 5. Fresh disks. vda/vdb: scratch for the dm scenarios. vdc..vdg: the snapuserd scenarios'
+# partitions (snapuserd.md §1 mode B): a base and a target ext4 image made with
+# mkfs.ext4 -d from two trees (the target changes files in place, renames one, adds a large
+# new file and a token file) and the COW between them from cowctl create; each scenario gets
+# its own base + COW (both are written by the merge), vdg is a read-only target copy.
+t0=$(date +%s.%N)
+rm -f "$OUT"/vd?.img
 truncate -s 64M "$OUT/vda.img"
 truncate -s 16M "$OUT/vdb.img"
+SNAP=$OUT/snap
+rm -rf "$SNAP" && mkdir -p "$SNAP/base/bin" "$SNAP/base/etc" "$SNAP/base/lib"
+head -c 4M /dev/urandom >"$SNAP/base/bin/app"
+head -c 2M /dev/urandom >"$SNAP/base/lib/libold.so"
+head -c 1M /dev/zero >"$SNAP/base/lib/zeros"
+echo 1 >"$SNAP/base/etc/version"
+cp -a "$SNAP/base" "$SNAP/target"
+dd if=/dev/urandom of="$SNAP/target/bin/app" bs=64K seek=20 count=2 conv=notrunc status=none
+mv "$SNAP/target/lib/libold.so" "$SNAP/target/lib/libnew.so"
+echo 2 >"$SNAP/target/etc/version"
+mkdir -p "$SNAP/target/data" "$SNAP/target/vabc"
+head -c "${VM_SNAP_NEW_MIB:-12}M" /dev/urandom >"$SNAP/target/data/new.bin"
+token=$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')
+echo "$token" >"$SNAP/target/vabc/token.txt"
+for t in base target; do
+	mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -d "$SNAP/$t" "$SNAP/$t.img" 40M
+done
+# --compression-factor 4K: with the default 64K, cowctl create (cow/create opCountMax)
+# under-sizes v3's op region for incompressible data ("op count exceeds op_count_max").
+"$OUT/cowctl" create --compression-factor 4K --source "$SNAP/base.img" --target "$SNAP/target.img" -o "$SNAP/cow.img" >"$SNAP/cowctl.log" 2>&1 ||
+	{ cat "$SNAP/cowctl.log" >&2; echo "RESULT snapshot-images FAIL cowctl create failed"; exit 1; }
+truncate -s %4096 "$SNAP/cow.img" # a whole number of sectors for the virtio disk
+target_sha=$(sha256sum "$SNAP/target.img" | cut -c1-64)
+# The guest copies the pristine base + COW (vdh, vdi) over its working disks at the start of
+# each scenario run; these are just blank disks of the right size.
+base_size=$(stat -c %s "$SNAP/base.img")
+cow_size=$(stat -c %s "$SNAP/cow.img")
+truncate -s "$base_size" "$OUT/vdc.img" "$OUT/vde.img"
+truncate -s "$cow_size" "$OUT/vdd.img" "$OUT/vdf.img"
+mv "$SNAP/target.img" "$OUT/vdg.img"
+mv "$SNAP/base.img" "$OUT/vdh.img"
+mv "$SNAP/cow.img" "$OUT/vdi.img"
+rm -rf "$SNAP/base" "$SNAP/target"
+say "snapshot images in $(elapsed "$t0")s (COW $((cow_size >> 10)) KiB, target sha256 ${target_sha:0:16}…)"
+
 run_filter=all
 if [ $# -gt 0 ]; then run_filter=$(IFS=,; echo "$*"); fi
-LOG=$OUT/console.log
 VM_TIMEOUT=${VM_TIMEOUT:-420}
-t_vm=$(date +%s.%N)
-qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
-	-nodefaults -display none -serial stdio -no-reboot \
-	-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
-	-append "console=ttyS0 panic=-1 quiet no_timer_check vabc.run=$run_filter vabc.repeat=${VM_REPEAT:-1}" \
-	-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
-	-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
-	</dev/null >"$LOG" 2>&1 &
-QEMU_PID=$!
 timed_out=0
-deadline=$(($(date +%s) + VM_TIMEOUT))
-while kill -0 "$QEMU_PID" 2>/dev/null; do
-	if [ "$(date +%s)" -ge "$deadline" ]; then
-		timed_out=1
-		kill -KILL "$QEMU_PID" 2>/dev/null || true
-		break
-	fi
-	sleep 0.2
-done
-wait "$QEMU_PID" 2>/dev/null || true
-QEMU_PID=
-vm_secs=$(elapsed "$t_vm")
 
-# 6. Verdict from the console only (qemu's exit status says nothing: vm-harness.md §9.2).
+# boot LOG APPEND: one VM run with every disk; qemu is killed after VM_TIMEOUT.
+boot() {
+	local log=$1 append=$2 deadline
+	qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
+		-nodefaults -display none -serial stdio -no-reboot \
+		-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
+		-append "console=ttyS0 panic=-1 quiet no_timer_check $append" \
+		-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vdc.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vdd.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vde.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vdf.img",if=virtio,format=raw,cache=unsafe \
+		-drive file="$OUT/vdg.img",if=virtio,format=raw,readonly=on \
+		-drive file="$OUT/vdh.img",if=virtio,format=raw,readonly=on \
+		-drive file="$OUT/vdi.img",if=virtio,format=raw,readonly=on \
+		</dev/null >"$log" 2>&1 &
+	QEMU_PID=$!
+	deadline=$(($(date +%s) + VM_TIMEOUT))
+	while kill -0 "$QEMU_PID" 2>/dev/null; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			timed_out=1
+			kill -KILL "$QEMU_PID" 2>/dev/null || true
+			break
+		fi
+		sleep 0.2
+	done
+	wait "$QEMU_PID" 2>/dev/null || true
+	QEMU_PID=
+}
+
 fail=0
+# finished LOG: the guest reached VMTEST-DONE (else a FAIL line and the log's tail).
+finished() {
+	if ! grep -aq '^VMTEST-DONE' "$1"; then
+		local why="VM did not finish"
+		[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"
+		echo "RESULT vm FAIL $why (see $1)"
+		tail -n 30 "$1" >&2
+		fail=1
+	fi
+}
+# kernel_clean LOG: no Oops/BUG/WARNING on the console.
+kernel_clean() {
+	local bad
+	if bad=$(grep -aE '(^|[^A-Za-z_])(Oops|BUG|WARNING)([^A-Za-z_]|$)' "$1" | grep -av '^VMTEST' | head -5) && [ -n "$bad" ]; then
+		echo "RESULT kernel-log FAIL console ($1) shows: $(echo "$bad" | head -1 | tr -s ' ' | cut -c1-160)"
+		echo "$bad" >&2
+		fail=1
+	fi
+}
+
+# 6. First boot: every scenario.
+LOG=$OUT/console.log
+t_vm=$(date +%s.%N)
+boot "$LOG" "vabc.run=$run_filter vabc.repeat=${VM_REPEAT:-1} vabc.snap=$target_sha:$token"
+vm_secs=$(elapsed "$t_vm")
 boot=$(tr -d '\r' <"$LOG" | sed -n 's/^VMTEST: init start, uptime \([0-9.]*\)s.*/\1/p' | head -1)
 say "VM ran ${vm_secs}s (kernel reached /init at ${boot:-?}s guest time); console log: $LOG"
-declare -A seen=()
-while read -r _ name verdict secs reason; do
-	seen[$name]=1
-	case $verdict in
-	PASS) echo "RESULT $name PASS"; say "$name took ${secs}s" ;;
+
+# Verdicts from the console only (qemu's exit status says nothing: vm-harness.md §9.2).
+declare -A verdict=() secs=() reason=()
+order=()
+while read -r _ name v t r; do
+	[ -n "${verdict[$name]:-}" ] || order+=("$name")
+	verdict[$name]=$v secs[$name]=$t reason[$name]=$r
+done < <(grep -a '^VMTEST-RESULT: ' "$LOG" | tr -d '\r')
+mapfile -t reboot < <(grep -a '^VMTEST-REBOOT: ' "$LOG" | tr -d '\r' | awk '{print $2}')
+finished "$LOG"
+kernel_clean "$LOG"
+
+# 7. Second boot with the same disks for the after-reboot checks of the scenarios that passed.
+if [ ${#reboot[@]} -gt 0 ]; then
+	LOG2=$OUT/console-reboot.log
+	t_vm=$(date +%s.%N)
+	boot "$LOG2" "vabc.run=$(IFS=,; echo "${reboot[*]}") vabc.boot=2 vabc.snap=$target_sha:$token"
+	say "VM rebooted for ${reboot[*]}: ran $(elapsed "$t_vm")s; console log: $LOG2"
+	declare -A seen2=()
+	while read -r _ name v t r; do
+		seen2[$name]=1
+		verdict[$name]=$v reason[$name]=$r
+		secs[$name]="${secs[$name]}+${t}"
+	done < <(grep -a '^VMTEST-RESULT: ' "$LOG2" | tr -d '\r')
+	for name in "${reboot[@]}"; do
+		if [ -z "${seen2[$name]:-}" ]; then
+			verdict[$name]=FAIL reason[$name]="no result after the reboot (see $LOG2)"
+		fi
+	done
+	finished "$LOG2"
+	kernel_clean "$LOG2"
+fi
+
+for name in "${order[@]}"; do
+	case ${verdict[$name]} in
+	PASS) echo "RESULT $name PASS"; say "$name took ${secs[$name]}s" ;;
 	SKIP)
-		echo "RESULT $name SKIP $reason"
-		[ "${VABC_VM_REQUIRE_ALL:-}" = 1 ] && fail=1
+		echo "RESULT $name SKIP ${reason[$name]}"
+		[ "${VABC_VM_REQUIRE_ALL:-1}" = 0 ] || fail=1
 		;;
 	*)
-		echo "RESULT $name FAIL ${reason:-no reason given}"
-		say "$name took ${secs}s"
+		echo "RESULT $name FAIL ${reason[$name]:-no reason given}"
+		say "$name took ${secs[$name]}s"
 		fail=1
 		;;
 	esac
-done < <(grep -a '^VMTEST-RESULT: ' "$LOG" | tr -d '\r')
-grep -a '^VMTEST-METRIC: ' "$LOG" | tr -d '\r' | sed 's/^VMTEST-METRIC: /vm-test: metric /' >&2 || true
-if ! grep -aq '^VMTEST-DONE' "$LOG"; then
-	why="VM did not finish"
-	[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"
-	echo "RESULT vm FAIL $why (see $LOG)"
-	tail -n 30 "$LOG" >&2
-	fail=1
-fi
-if [ ${#seen[@]} -eq 0 ]; then
+done
+grep -ah '^VMTEST-METRIC: ' "$LOG" | tr -d '\r' | sed 's/^VMTEST-METRIC: /vm-test: metric /' >&2 || true
+if [ ${#order[@]} -eq 0 ]; then
 	echo "RESULT vm FAIL no scenario reported a result"
-	fail=1
-fi
-if bad=$(grep -aE '(^|[^A-Za-z_])(Oops|BUG|WARNING)([^A-Za-z_]|$)' "$LOG" | grep -av '^VMTEST' | head -5) && [ -n "$bad" ]; then
-	echo "RESULT kernel-log FAIL console shows: $(echo "$bad" | head -1 | tr -s ' ' | cut -c1-160)"
-	echo "$bad" >&2
 	fail=1
 fi
 echo "vm-test took $(elapsed "$t_start")s"

@@ -6,7 +6,19 @@
 // that any Linux host can losetup). The Manager implements proto.Daemon, so
 // the AOSP control protocol (snapuserd/proto) drives it unchanged.
 //
+// Merging (merging.go, §5, §7, §8): initiate_merge builds the partition's
+// merge.Engine from the COW's on-disk merge state and switches the
+// handler's reads over to it (the switch waits for reads in flight on the
+// handler's own path), so that blocks of the window being merged come from
+// the read-ahead buffer and merged blocks from the base device. The merge
+// runs on its own locked OS thread at background priority (nice, idle I/O
+// class), at most MergeConfig.Threads partitions at once. A restarted daemon
+// serves a partially merged COW from the header (num_merge_ops) and the
+// scratch region until initiate_merge arrives again.
+//
 // Ownership: the Manager's mu guards its handler map; each handler's serving
 // goroutine is started by StartHandler, cancelled by DeleteHandler or
-// Shutdown, and waited for by both.
+// Shutdown, and waited for by both. A merge goroutine is started by
+// InitiateMerge and cancelled and waited for by DeleteHandler, Detach and
+// Shutdown (before the handler's device is closed).
 package snapuserd

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/vabc-go/vabc/snapuserd/merge"
 	"github.com/vabc-go/vabc/snapuserd/proto"
 )
 
@@ -27,6 +28,8 @@ type Config struct {
 	Frontend Frontend
 	Open     Opener
 	Logger   *slog.Logger
+	// Merge tunes the merges started by initiate_merge (merging.go).
+	Merge MergeConfig
 	// StopCancels makes Stop end every handler itself. Set it for frontends
 	// whose exports never end on their own (FUSE); with dm-user, Stop waits
 	// for the kernel to remove the devices, as AOSP does.
@@ -49,6 +52,9 @@ type Manager struct {
 	handlers    map[string]*handler
 	terminating bool
 	paused      bool
+
+	limiter      *merge.Limiter // bounds concurrent merges (num_merge_threads)
+	mergeThreads int
 }
 
 // handler is one snapshot. Fields are guarded by Manager.mu except dev and
@@ -62,7 +68,7 @@ type handler struct {
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the serving goroutine returns
 	serveErr error
-	merge    bool // initiate_merge received
+	job      *mergeJob // set by initiate_merge (merging.go)
 
 	verifyOnce sync.Once
 	verifyErr  error
@@ -75,7 +81,12 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, handlers: map[string]*handler{}}
+	n := cfg.Merge.Threads
+	if n < 1 {
+		n = merge.DefaultMergeThreads
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, handlers: map[string]*handler{},
+		limiter: merge.NewLimiter(n), mergeThreads: n}
 }
 
 // ErrLegacy is returned for the 4-field init of Android 12's dm-snapshot
@@ -176,6 +187,12 @@ func (m *Manager) DeleteHandler(misc string) error {
 }
 
 func (m *Manager) release(h *handler) {
+	// Stop the merge first: it may be waiting for the serving path's
+	// readers; its on-disk state is consistent wherever it stops.
+	m.mu.Lock()
+	j := m.stopMergeLocked(h)
+	m.mu.Unlock()
+	waitMerge(j)
 	if h.started {
 		h.cancel()
 		<-h.done
@@ -185,9 +202,9 @@ func (m *Manager) release(h *handler) {
 	h.dev.Close()
 }
 
-// InitiateMerge implements proto.Daemon. The merge engine is not part of
-// this package yet: the partition is queued (status snapshot-merge) and
-// progress is what the COW header records.
+// InitiateMerge implements proto.Daemon: start the partition's merge
+// (merging.go); it waits for a merge slot if num_merge_threads partitions
+// are merging already.
 func (m *Manager) InitiateMerge(misc string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -195,12 +212,10 @@ func (m *Manager) InitiateMerge(misc string) error {
 	if !ok || !h.started {
 		return fmt.Errorf("snapuserd: handler %s not attached", misc)
 	}
-	if _, ok := h.dev.(MergeReporter); !ok {
-		return fmt.Errorf("snapuserd: handler %s cannot merge", misc)
+	if m.terminating {
+		return errors.New("snapuserd: daemon is terminating")
 	}
-	h.merge = true
-	m.log.Warn("merge queued; the merge engine is not implemented in this daemon, progress comes only from the COW header", "misc", misc)
-	return nil
+	return m.initiateMergeLocked(h)
 }
 
 func progress(h *handler) (merged, total uint64, failed bool) {
@@ -211,28 +226,11 @@ func progress(h *handler) (merged, total uint64, failed bool) {
 }
 
 // MergePercent implements proto.Daemon: (completed×100 + Σ in-progress %)
-// / (completed + in-progress) over the partitions queued for merge.
+// / (completed + in-progress) over the partitions whose merge was initiated.
 func (m *Manager) MergePercent() float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var n int
-	var sum float64
-	for _, h := range m.handlers {
-		if !h.merge {
-			continue
-		}
-		merged, total, _ := progress(h)
-		n++
-		if total == 0 || merged >= total {
-			sum += 100
-		} else {
-			sum += float64(merged) * 100 / float64(total)
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return sum / float64(n)
+	return m.mergePercentLocked()
 }
 
 // MergeStatus implements proto.Daemon.
@@ -243,18 +241,7 @@ func (m *Manager) MergeStatus(misc string) string {
 	if !ok || h.dev == nil {
 		return proto.StatusMergeFailed
 	}
-	merged, total, failed := progress(h)
-	switch {
-	case failed:
-		return proto.StatusMergeFailed
-	case total > 0 && merged >= total, h.merge && total == 0:
-		// Completion recorded in the header counts even before
-		// initiate_merge (reboot after a finished merge).
-		return proto.StatusMergeComplete
-	case h.merge:
-		return proto.StatusMerge
-	}
-	return proto.StatusSnapshot
+	return mergeStatusLocked(h)
 }
 
 // UpdateVerify implements proto.Daemon: every live handler's device is read
@@ -290,21 +277,38 @@ func readAll(d Device) error {
 	return nil
 }
 
-// PauseMerge implements proto.Daemon.
-func (m *Manager) PauseMerge() { m.mu.Lock(); m.paused = true; m.mu.Unlock() }
+// PauseMerge implements proto.Daemon: every merge (and those initiated
+// later) parks at its next safe point.
+func (m *Manager) PauseMerge() {
+	m.mu.Lock()
+	m.paused = true
+	m.pauseMergesLocked(true)
+	m.mu.Unlock()
+}
 
 // ResumeMerge implements proto.Daemon.
-func (m *Manager) ResumeMerge() { m.mu.Lock(); m.paused = false; m.mu.Unlock() }
+func (m *Manager) ResumeMerge() {
+	m.mu.Lock()
+	m.paused = false
+	m.pauseMergesLocked(false)
+	m.mu.Unlock()
+}
 
 // Detach implements proto.Daemon: stop merges, mark terminating; handlers
 // keep serving until their devices go away (Wait).
 func (m *Manager) Detach() {
 	m.mu.Lock()
 	m.terminating = true
+	var jobs []*mergeJob
 	for _, h := range m.handlers {
-		h.merge = false
+		jobs = append(jobs, m.stopMergeLocked(h))
 	}
 	m.mu.Unlock()
+	for _, j := range jobs {
+		if j != nil {
+			<-j.done // files are closed when the handler is released
+		}
+	}
 }
 
 // Stop implements proto.Daemon: mark terminating and wait for every

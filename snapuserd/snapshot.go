@@ -59,6 +59,8 @@ type Snapshot struct {
 	cache   [4]unitCache
 
 	bufPool sync.Pool // *[]byte of cow.MaxCompressionSize
+
+	mg snapshotMerge // the merge's files and read-path switch (merging.go)
 }
 
 // unitCache holds one decompressed multi-block Replace unit.
@@ -130,6 +132,7 @@ func OpenSnapshot(req proto.InitRequest, opts *SnapshotOptions) (*Snapshot, erro
 		return fail(err)
 	}
 	s.closers = closers
+	s.mg.open = openMergeFiles(req.Cow, req.Backing, req.BasePath)
 	return s, nil
 }
 
@@ -287,6 +290,10 @@ func (s *Snapshot) nextMapped(b uint64) uint64 {
 // place, an unaligned head or tail from its containing block, and runs of
 // unmapped blocks with one read of the base device.
 func (s *Snapshot) ReadSectors(p []byte, sector uint64) error {
+	if e := s.beginRead(); e != nil {
+		return s.readEngine(e, p, sector)
+	}
+	defer s.endRead()
 	if sector > uint64(s.size)/512 || int64(sector)*512+int64(len(p)) > s.size {
 		return fmt.Errorf("snapuserd: %s: read of %d bytes at sector %d beyond device end (%d bytes)", s.name, len(p), sector, s.size)
 	}

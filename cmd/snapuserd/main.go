@@ -11,6 +11,11 @@
 // Ours: -fuse_mount DIR exports every handler as the read-only file
 // DIR/<misc> instead of using /dev/dm-user; -dm_user_dir DIR overrides
 // /dev/dm-user; -allow_uid UID[,UID] admits non-root control clients.
+//
+// Merges (initiate_merge): -num_merge_threads N partitions at once (default
+// 2, ro.virtual_ab.num_merge_threads), each on a thread with nice
+// -merge_thread_priority (default 10) in the idle I/O class unless
+// -merge_io_idle=false; -io_uring and -cow_op_merge_size apply to them.
 package main
 
 import (
@@ -48,6 +53,10 @@ func main() {
 
 var errUsage = errors.New("usage")
 
+// testFrontend, set only by this package's tests (in a re-executed test
+// binary acting as the daemon), replaces the dm-user/FUSE frontend.
+var testFrontend snapuserd.Frontend
+
 type config struct {
 	socket        string
 	noSocket      bool
@@ -61,6 +70,9 @@ type config struct {
 	dmUserDir     string
 	allowUID      string
 	verbose       bool
+	mergeThreads  int
+	mergeNice     int
+	mergeIOIdle   bool
 	positional    []string
 	workerSet     bool
 }
@@ -100,9 +112,12 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.noSocket, "no_socket", false, "no control socket; each positional argument misc,cow,backing,base is initialized and started")
 	fs.BoolVar(&c.socketHandoff, "socket_handoff", false, "act as snapuserd_proxy: hand the control socket (-socket) over the proxy socket (snapuserd_proxy, or <socket>_proxy for a path) to the -no_socket daemon, then exit")
 	fs.BoolVar(&c.userSnapshot, "user_snapshot", false, "force userspace snapshots (always on: legacy dm-snapshot mode is not implemented)")
-	fs.BoolVar(&c.ioUring, "io_uring", false, "use io_uring (not implemented: synchronous I/O is used, as AOSP's fallback)")
+	fs.BoolVar(&c.ioUring, "io_uring", false, "send merge writes through io_uring when the kernel allows it (falls back to synchronous I/O); reads stay synchronous")
 	fs.BoolVar(&c.oDirect, "o_direct", false, "read the source device with O_DIRECT")
 	fs.IntVar(&c.cowOpMerge, "cow_op_merge_size", 0, "cap of ops per merge I/O batch (0 = uncapped)")
+	fs.IntVar(&c.mergeThreads, "num_merge_threads", 2, "partitions merging at once (ro.virtual_ab.num_merge_threads); others wait queued")
+	fs.IntVar(&c.mergeNice, "merge_thread_priority", 10, "nice value of merge threads (ro.virtual_ab.merge_thread_priority; 0 = unchanged)")
+	fs.BoolVar(&c.mergeIOIdle, "merge_io_idle", true, "run merge threads in the idle I/O scheduling class (ioprio_set IOPRIO_CLASS_IDLE)")
 	fs.IntVar(&c.workerCount, "worker_count", 4, "read workers per partition (a daemon with a control socket uses 1 unless set)")
 	fs.StringVar(&c.fuseMount, "fuse_mount", "", "export every handler as the read-only file DIR/<misc> through FUSE instead of dm-user")
 	fs.StringVar(&c.dmUserDir, "dm_user_dir", "/dev/dm-user", "directory of dm-user control nodes")
@@ -127,6 +142,14 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	c.positional = fs.Args()
 	if !c.noSocket && len(c.positional) > 0 {
 		fmt.Fprintln(stderr, "snapuserd: positional init arguments need -no_socket")
+		return nil, errUsage
+	}
+	if c.mergeThreads < 1 {
+		fmt.Fprintln(stderr, "snapuserd: -num_merge_threads must be ≥ 1")
+		return nil, errUsage
+	}
+	if c.cowOpMerge < 0 {
+		fmt.Fprintln(stderr, "snapuserd: -cow_op_merge_size must be ≥ 0")
 		return nil, errUsage
 	}
 	if c.workerCount < 1 {
@@ -156,12 +179,6 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	if c.socketHandoff {
 		return handoff(ctx, c, log)
 	}
-	if c.ioUring {
-		log.Warn("io_uring is not implemented; using synchronous I/O")
-	}
-	if c.cowOpMerge != 0 {
-		log.Warn("-cow_op_merge_size has no effect: the merge engine is not part of this daemon")
-	}
 	workers := c.workerCount
 	if !c.noSocket && !c.workerSet {
 		workers = 1 // AOSP: 1 read worker whenever the daemon owns a control socket
@@ -169,7 +186,9 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 
 	var fe snapuserd.Frontend
 	stopCancels := false
-	if c.fuseMount != "" {
+	if testFrontend != nil {
+		fe = testFrontend
+	} else if c.fuseMount != "" {
 		exp, err := fuse.Mount(c.fuseMount, &fuse.Options{Logger: log})
 		if err != nil {
 			return err
@@ -191,6 +210,13 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		Open:        func(req proto.InitRequest) (snapuserd.Device, error) { return snapuserd.OpenSnapshot(req, opts) },
 		Logger:      log,
 		StopCancels: stopCancels,
+		Merge: snapuserd.MergeConfig{
+			Threads:   c.mergeThreads,
+			Nice:      c.mergeNice,
+			IdleIO:    c.mergeIOIdle,
+			IOUring:   c.ioUring,
+			MergeSize: c.cowOpMerge,
+		},
 	})
 	defer mgr.Shutdown()
 

@@ -32,9 +32,15 @@ func TestFlagParsing(t *testing.T) {
 		{[]string{"-cow_op_merge_size=16", "-o_direct", "-io_uring", "-user_snapshot"}, true, func(c *config) bool {
 			return c.cowOpMerge == 16 && c.oDirect && c.ioUring && c.userSnapshot && !c.workerSet
 		}},
-		{[]string{"a,b,c,d"}, false, nil},         // positional without -no_socket
-		{[]string{"-worker_count=0"}, false, nil}, // invalid count
-		{[]string{"-no_such_flag"}, false, nil},   // unknown flag
+		{[]string{"-num-merge-threads=3", "-merge_thread_priority=5", "-merge_io_idle=false"}, true, func(c *config) bool {
+			return c.mergeThreads == 3 && c.mergeNice == 5 && !c.mergeIOIdle
+		}},
+		{nil, true, func(c *config) bool { return c.mergeThreads == 2 && c.mergeNice == 10 && c.mergeIOIdle }},
+		{[]string{"-num_merge_threads=0"}, false, nil},  // invalid merge thread count
+		{[]string{"-cow_op_merge_size=-1"}, false, nil}, // negative cap
+		{[]string{"a,b,c,d"}, false, nil},               // positional without -no_socket
+		{[]string{"-worker_count=0"}, false, nil},       // invalid count
+		{[]string{"-no_such_flag"}, false, nil},         // unknown flag
 		{[]string{"-fuse_mount", "/x", "-dm_user_dir", "/d"}, true, func(c *config) bool { return c.fuseMount == "/x" && c.dmUserDir == "/d" }},
 	} {
 		c, err := parse(tc.args, io.Discard)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,34 @@ func TestSelected(t *testing.T) {
 		t.Run(tc.cmdline+"/"+tc.name, func(t *testing.T) {
 			if got := selected(tc.cmdline)(tc.name); got != tc.want {
 				t.Errorf("got %v", got)
+			}
+		})
+	}
+}
+
+func TestBootNumberAndSnapParams(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline string
+		boot    int
+		snapErr bool
+		token   string
+	}{
+		{"console=ttyS0 quiet", 1, true, ""},
+		{"vabc.boot=2 vabc.snap=" + strings.Repeat("ab", 32) + ":c0ffee", 2, false, "c0ffee"},
+		{"vabc.boot=x vabc.snap=abc:tok", 1, true, ""},
+		{"vabc.snap=" + strings.Repeat("ab", 32), 1, true, ""},
+		{"vabc.snap=" + strings.Repeat("ab", 32) + ":", 1, true, ""},
+	} {
+		t.Run(tc.cmdline, func(t *testing.T) {
+			if got := bootNumber(tc.cmdline); got != tc.boot {
+				t.Errorf("bootNumber = %d, want %d", got, tc.boot)
+			}
+			p, err := snapParamsFrom(tc.cmdline)
+			if (err != nil) != tc.snapErr {
+				t.Fatalf("snapParamsFrom: %v, want error %v", err, tc.snapErr)
+			}
+			if err == nil && (p.token != tc.token || len(p.sha256) != 64) {
+				t.Errorf("snapParamsFrom = %+v", p)
 			}
 		})
 	}

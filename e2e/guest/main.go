@@ -6,6 +6,7 @@
 //	VMTEST-RESULT: <scenario> PASS <seconds>
 //	VMTEST-RESULT: <scenario> FAIL <seconds> <reason>
 //	VMTEST-RESULT: <scenario> SKIP 0 <reason>
+//	VMTEST-REBOOT: <scenario>      (passed; its after-reboot check runs in a second boot)
 //	VMTEST-DONE
 //
 // The same binary is multi-call: "passthrough-daemon" runs the dm-user test daemon as a
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,8 +46,25 @@ func main() {
 
 	want := selected(cmdline())
 	repeat := repeatCount(cmdline())
+	afterReboot := bootNumber(cmdline()) > 1
 	for _, s := range scenarios {
 		if !want(s.name) {
+			continue
+		}
+		if afterReboot {
+			// Second boot (same disks): only the after-reboot checks of the scenarios
+			// whose first half passed, which e2e/run.sh names in vabc.run=.
+			if s.afterReboot == nil {
+				continue
+			}
+			t0 := time.Now()
+			err := runPhase(s, s.afterReboot)
+			d := time.Since(t0).Seconds()
+			if err != nil {
+				result(s.name, "FAIL", d, "after reboot: "+err.Error())
+			} else {
+				result(s.name, "PASS", d, "")
+			}
 			continue
 		}
 		if s.run == nil {
@@ -66,6 +85,10 @@ func main() {
 			result(s.name, "FAIL", d, err.Error())
 		} else {
 			result(s.name, "PASS", d, "")
+			if s.afterReboot != nil {
+				// The verdict is final only after the second boot's check.
+				fmt.Printf("VMTEST-REBOOT: %s\n", s.name)
+			}
 		}
 	}
 	logf("scenarios took %.2fs, uptime %s", time.Since(start).Seconds(), uptime())
@@ -76,7 +99,10 @@ func main() {
 	select {}
 }
 
-func runScenario(s scenario) (err error) {
+func runScenario(s scenario) error { return runPhase(s, s.run) }
+
+// runPhase runs one scenario function bounded by the scenario's limit.
+func runPhase(s scenario, run func(context.Context, *env) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
@@ -85,7 +111,7 @@ func runScenario(s scenario) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, &env{name: s.name}) }()
+	go func() { done <- run(ctx, &env{name: s.name}) }()
 	select {
 	case err := <-done:
 		return err
@@ -130,6 +156,18 @@ func repeatCount(cmdline string) int {
 		if v, ok := strings.CutPrefix(f, "vabc.repeat="); ok {
 			var n int
 			if _, err := fmt.Sscanf(v, "%d", &n); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 1
+}
+
+// bootNumber returns vabc.boot=N (default 1): 2 is the after-reboot boot.
+func bootNumber(cmdline string) int {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "vabc.boot="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				return n
 			}
 		}

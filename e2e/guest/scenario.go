@@ -20,10 +20,13 @@ import (
 // in scenarios (order matters: later scenarios may rely on the module loaded earlier, never
 // on state left by another scenario).
 type scenario struct {
-	name    string
-	run     func(ctx context.Context, e *env) error
-	missing string        // when run is nil: why the scenario is not present yet
-	limit   time.Duration // 0 = 60 s
+	name string
+	run  func(ctx context.Context, e *env) error
+	// afterReboot, when set, runs in a second boot of the VM with the same disks, only if
+	// run passed (e2e/run.sh reboots when the first boot prints VMTEST-REBOOT lines).
+	afterReboot func(ctx context.Context, e *env) error
+	missing     string        // when run is nil: why the scenario is not present yet
+	limit       time.Duration // 0 = 60 s
 }
 
 func (s scenario) timeout() time.Duration {

@@ -37,9 +37,15 @@ func startDaemon(e *env, ctl, store string, channels int, delay time.Duration) (
 }
 
 func startDaemonImpl(e *env, impl, ctl, store string, channels int, delay time.Duration) (*daemonProc, error) {
-	d := &daemonProc{done: make(chan struct{}), outDone: make(chan struct{})}
-	d.cmd = exec.Command("/proc/self/exe", "passthrough-daemon", "-impl", impl, "-ctl", ctl, "-store", store,
+	return startProcess(e, "daemon", "/proc/self/exe", "passthrough-daemon", "-impl", impl, "-ctl", ctl, "-store", store,
 		"-channels", fmt.Sprint(channels), "-delay", delay.String())
+}
+
+// startProcess starts a child process whose output is collected and echoed to the console
+// as "<label>[pid]: line".
+func startProcess(e *env, label, path string, args ...string) (*daemonProc, error) {
+	d := &daemonProc{done: make(chan struct{}), outDone: make(chan struct{})}
+	d.cmd = exec.Command(path, args...)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -57,7 +63,7 @@ func startDaemonImpl(e *env, impl, ctl, store string, channels int, delay time.D
 			d.mu.Lock()
 			d.out.WriteString(s.Text() + "\n")
 			d.mu.Unlock()
-			e.logf("daemon[%d]: %s", d.cmd.Process.Pid, s.Text())
+			e.logf("%s[%d]: %s", label, d.cmd.Process.Pid, s.Text())
 		}
 		pr.Close()
 		close(d.outDone)

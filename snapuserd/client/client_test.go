@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/cow/create"
 	"github.com/vabc-go/vabc/snapuserd/client"
 	"github.com/vabc-go/vabc/snapuserd/proto"
 	"github.com/vabc-go/vabc/snapuserd/snapuserdtest"
@@ -47,20 +50,51 @@ func TestClientAgainstDaemon(t *testing.T) {
 	if ok, err := c.QueryUpdateVerification(); err != nil || !ok {
 		t.Errorf("update-verify %v %v", ok, err)
 	}
-	if err := c.InitiateMerge("system"); err != nil {
+	// The triple's base and source differ, which an in-place merge cannot
+	// handle: initiate_merge fails and the status says so.
+	if err := c.InitiateMerge("system"); err == nil || !strings.Contains(err.Error(), `"fail"`) {
+		t.Errorf("initiate_merge of a COW that cannot merge in place: %v", err)
+	}
+	if st, _ := c.QuerySnapshotStatus("system"); st != proto.StatusMergeFailed {
+		t.Errorf("status after a failed initiate_merge %q", st)
+	}
+	// A Virtual A/B COW (base = source) merges; paused, it stays queued.
+	vendor := inPlaceCow(t, tr.Source, tr.Target)
+	if _, err := c.InitDmUserCow("vendor", vendor.cow, vendor.base, vendor.base); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := c.QuerySnapshotStatus("system"); st != proto.StatusMerge {
+	if err := c.AttachDmUser("vendor"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PauseMerge(); err != nil {
+		t.Error(err)
+	}
+	if err := c.InitiateMerge("vendor"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.QuerySnapshotStatus("vendor"); st != proto.StatusMerge {
 		t.Errorf("status after initiate_merge %q", st)
 	}
 	if p, err := c.GetMergePercent(); err != nil || p != 0 {
 		t.Errorf("merge percent %v %v", p, err)
 	}
-	if err := c.PauseMerge(); err != nil {
-		t.Error(err)
-	}
 	if err := c.ResumeMerge(); err != nil {
 		t.Error(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st, err := c.QuerySnapshotStatus("vendor")
+		if err != nil || st == proto.StatusMergeComplete {
+			break
+		}
+		if time.Now().After(deadline) || st != proto.StatusMerge {
+			t.Fatalf("status during merge %q", st)
+		}
+	}
+	if p, err := c.GetMergePercent(); err != nil || p != 50 {
+		t.Errorf("merge percent with one failed and one complete merge: %v %v", p, err)
+	}
+	if base, err := os.ReadFile(vendor.base); err != nil || !bytes.Equal(base, tr.Target) {
+		t.Errorf("base after the merge differs from the target (%v)", err)
 	}
 	if err := c.WaitForDeviceDelete("system"); err != nil {
 		t.Fatal(err)
@@ -122,4 +156,23 @@ func TestConnectRetry(t *testing.T) {
 	if _, err := client.Connect(t.Context(), sock, time.Second); !errors.Is(err, client.ErrNotActive) {
 		t.Errorf("passive daemon: %v", err)
 	}
+}
+
+type inPlace struct{ cow, base string }
+
+// inPlaceCow writes a Virtual A/B pair: base.img = source (the merge
+// writes the target into it) and a COW built with cow/create.
+func inPlaceCow(t *testing.T, source, target []byte) inPlace {
+	t.Helper()
+	dir := t.TempDir()
+	f := inPlace{cow: filepath.Join(dir, "vendor.cow"), base: filepath.Join(dir, "vendor.img")}
+	if err := os.WriteFile(f.base, source, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := create.Build(t.Context(), create.Image{R: bytes.NewReader(source), Size: int64(len(source))},
+		create.Image{R: bytes.NewReader(target), Size: int64(len(target))}, f.cow, create.Options{Xor: true},
+		create.CowOptions{Version: 3, Writer: cow.WriterOptions{Compression: cow.CompressionLz4}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

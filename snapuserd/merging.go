@@ -1,0 +1,389 @@
+package snapuserd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/vabc-go/vabc/internal/faultfs"
+	"github.com/vabc-go/vabc/snapuserd/merge"
+	"github.com/vabc-go/vabc/snapuserd/proto"
+)
+
+// This file wires the merge engine (package merge, spec snapuserd.md §5)
+// into the daemon: initiate_merge creates the partition's merge.Engine,
+// switches the handler's read path over to it and runs the merge on a
+// background-priority thread, at most MergeConfig.Threads partitions at once
+// (ro.virtual_ab.num_merge_threads). getstatus, merge_percent,
+// pause_merge and resume_merge report on and steer those engines.
+
+// MergeConfig tunes the daemon's merges. The zero value means AOSP's
+// defaults except for the thread priority (see cmd/snapuserd's flags).
+type MergeConfig struct {
+	// Threads bounds how many partitions merge at once
+	// (-num_merge_threads, ro.virtual_ab.num_merge_threads); < 1 means 2.
+	// The others wait, status snapshot-merge, in initiate_merge order.
+	Threads int
+	// Nice, if non-zero, is the nice value of each merge thread
+	// (ro.virtual_ab.merge_thread_priority, AOSP: 10).
+	Nice int
+	// IdleIO puts each merge thread in the idle I/O scheduling class
+	// (ioprio_set IOPRIO_CLASS_IDLE), so that reads of the snapshots win.
+	IdleIO bool
+	// IOUring sends merge writes through io_uring when the kernel allows it
+	// (-io_uring), with automatic fallback to synchronous I/O.
+	IOUring bool
+	// MergeSize caps ops per I/O (-cow_op_merge_size; 0 = uncapped).
+	MergeSize int
+}
+
+// Merger is implemented by Devices whose snapshot can be merged into the
+// base device. PrepareMerge builds the engine from the on-disk merge state
+// and, from its return on, serves every read through the engine, so that
+// reads stay correct while the engine writes the base device. It is called
+// at most once per Device; release closes what it opened.
+type Merger interface {
+	PrepareMerge(opts *merge.Options) (eng *merge.Engine, release func() error, err error)
+}
+
+// mergeJob is one partition's merge, created by initiate_merge. Fields are
+// guarded by Manager.mu except eng, release and done (set before the job is
+// published, read-only afterwards).
+type mergeJob struct {
+	eng     *merge.Engine // nil if the merge could not be prepared
+	release func() error
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the merge goroutine returned
+	err     error         // why the merge failed (preparation or Run)
+	stopped bool          // cancelled by delete/detach/shutdown
+}
+
+// snapshotMerge is the Snapshot's side of the merge: the files the engine
+// merges and the switch of the read path.
+type snapshotMerge struct {
+	// open returns the COW and base device opened for writing (set by
+	// OpenSnapshot or SetMergeFiles); nil means the snapshot cannot merge.
+	open func() (cowF, base faultfs.File, err error)
+
+	// gate orders the switch to the engine: reads on the pre-merge path
+	// hold it shared for their whole duration; PrepareMerge takes it
+	// exclusively, so no such read is still running (and could read a
+	// source the engine is about to overwrite) once the engine is
+	// installed.
+	gate     sync.RWMutex
+	eng      *merge.Engine // guarded by gate
+	prepared bool          // guarded by gate
+}
+
+var _ Merger = (*Snapshot)(nil)
+
+// SetMergeFiles lets a snapshot built with NewSnapshot merge into base,
+// reading its merge state from (and checkpointing into) cowF. cowF must hold
+// the same bytes the snapshot was parsed from, and base the bytes of both
+// the base and the source device (Virtual A/B merges in place: Copy and Xor
+// sources are blocks of the device being merged into).
+func (s *Snapshot) SetMergeFiles(cowF, base faultfs.File) {
+	s.mg.open = func() (faultfs.File, faultfs.File, error) { return cowF, base, nil }
+}
+
+// openMergeFiles is the open function of OpenSnapshot: the COW and the base
+// device (base_path_merge) opened read-write. The merge reads the Copy and
+// Xor sources from the base device it writes (Virtual A/B merges in place;
+// libsnapshot passes the same device as backing and base), so a backing
+// device that is not the base device is refused rather than merged from the
+// wrong data.
+func openMergeFiles(cowPath, backingPath, basePath string) func() (faultfs.File, faultfs.File, error) {
+	return func() (faultfs.File, faultfs.File, error) {
+		same, err := sameDevice(backingPath, basePath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("snapuserd: merge: %w", err)
+		}
+		if !same {
+			return nil, nil, fmt.Errorf("snapuserd: merge needs the source device to be the base device (Virtual A/B merges in place): backing %s and base %s differ", backingPath, basePath)
+		}
+		cf, err := faultfs.Open(cowPath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("snapuserd: opening the COW for merge: %w", err)
+		}
+		bf, err := faultfs.Open(basePath)
+		if err != nil {
+			cf.Close()
+			return nil, nil, fmt.Errorf("snapuserd: opening the base device for merge: %w", err)
+		}
+		return cf, bf, nil
+	}
+}
+
+// PrepareMerge implements Merger.
+func (s *Snapshot) PrepareMerge(opts *merge.Options) (*merge.Engine, func() error, error) {
+	if s.mg.open == nil {
+		return nil, nil, fmt.Errorf("snapuserd: %s: no writable COW and base device to merge into", s.name)
+	}
+	s.mg.gate.Lock()
+	defer s.mg.gate.Unlock()
+	if s.mg.prepared {
+		return nil, nil, fmt.Errorf("snapuserd: %s: merge already prepared", s.name)
+	}
+	cf, bf, err := s.mg.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	release := func() error { return errors.Join(cf.Close(), bf.Close()) }
+	eng, err := merge.New(cf, bf, s.r, opts)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("snapuserd: %s: %w", s.name, err)
+	}
+	s.mg.eng, s.mg.prepared = eng, true
+	return eng, release, nil
+}
+
+// beginRead returns the merge engine if reads go through it. Otherwise it
+// returns nil with the gate held shared; the caller ends with endRead.
+func (s *Snapshot) beginRead() *merge.Engine {
+	s.mg.gate.RLock()
+	if e := s.mg.eng; e != nil {
+		s.mg.gate.RUnlock()
+		return e
+	}
+	return nil
+}
+
+func (s *Snapshot) endRead() { s.mg.gate.RUnlock() }
+
+// readEngine serves a read while (or after) the engine merges: the engine's
+// ReadAt follows the window states (snapuserd.md §4), so a block of a window
+// being written comes from the read-ahead buffer and a merged one from the
+// base device. Bytes past the engine's whole blocks (a base device whose size
+// is not a multiple of 4096) cannot be mapped and come from the base device.
+func (s *Snapshot) readEngine(e *merge.Engine, p []byte, sector uint64) error {
+	if sector > uint64(s.size)/512 || int64(sector)*512+int64(len(p)) > s.size {
+		return fmt.Errorf("snapuserd: %s: read of %d bytes at sector %d beyond device end (%d bytes)", s.name, len(p), sector, s.size)
+	}
+	off := int64(sector) * 512
+	if n := min(int64(len(p)), max(e.Size()-off, 0)); n > 0 {
+		if _, err := e.ReadAt(p[:n], off); err != nil {
+			return fmt.Errorf("snapuserd: %s: read of %d bytes at %d during merge: %w", s.name, n, off, err)
+		}
+		p, off = p[n:], off+n
+	}
+	if len(p) > 0 {
+		if err := readFull(s.base, p, off); err != nil {
+			return fmt.Errorf("snapuserd: %s: base device read at %d: %w", s.name, off, err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) mergeOptions() merge.Options {
+	c := m.cfg.Merge
+	return merge.Options{
+		MergeSize: c.MergeSize,
+		Limiter:   m.limiter,
+		IOUring:   c.IOUring,
+		Logf:      func(format string, args ...any) { m.log.Debug(fmt.Sprintf(format, args...)) },
+	}
+}
+
+// initiateMergeLocked starts h's merge (initiate_merge). A second
+// initiate_merge of a running or finished merge succeeds without effect.
+func (m *Manager) initiateMergeLocked(h *handler) error {
+	if h.job != nil && !h.job.stopped {
+		return nil
+	}
+	if h.job != nil {
+		return fmt.Errorf("snapuserd: merge of %s was stopped", h.misc)
+	}
+	mg, ok := h.dev.(Merger)
+	if !ok {
+		return fmt.Errorf("snapuserd: handler %s cannot merge", h.misc)
+	}
+	opts := m.mergeOptions()
+	eng, release, err := mg.PrepareMerge(&opts)
+	if err != nil {
+		// Recorded, so that getstatus says snapshot-merge-failed.
+		h.job = &mergeJob{err: err, done: make(chan struct{})}
+		close(h.job.done)
+		m.log.Error("merge cannot start", "misc", h.misc, "err", err)
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &mergeJob{eng: eng, release: release, cancel: cancel, done: make(chan struct{})}
+	h.job = j
+	if m.paused {
+		eng.Pause()
+	}
+	p := eng.Progress()
+	m.log.Info("merge initiated", "misc", h.misc, "num_merge_ops", p.NumMergeOps, "total_ops", p.TotalOps,
+		"merge_threads", m.mergeThreads)
+	misc := h.misc
+	go func() {
+		defer close(j.done)
+		// The goroutine keeps its thread to itself and never unlocks it:
+		// the lowered priority ends with the thread when the goroutine
+		// returns, instead of leaking into Go's thread pool.
+		runtime.LockOSThread()
+		if err := lowerThreadPriority(m.cfg.Merge.Nice, m.cfg.Merge.IdleIO); err != nil {
+			m.log.Debug("merge thread priority", "misc", misc, "err", err)
+		}
+		err := eng.Run(ctx)
+		m.mu.Lock()
+		stopped := j.stopped
+		if err != nil && !(stopped && errors.Is(err, context.Canceled)) {
+			j.err = err
+		}
+		m.mu.Unlock()
+		switch {
+		case err == nil:
+			m.log.Info("merge complete", "misc", misc)
+		case stopped && errors.Is(err, context.Canceled):
+			m.log.Info("merge stopped", "misc", misc, "num_merge_ops", eng.Progress().NumMergeOps)
+		default:
+			m.log.Error("merge failed", "misc", misc, "err", err)
+		}
+		if m.cfg.Merge.IOUring {
+			n, ferr := eng.IOURing()
+			m.log.Info("merge I/O", "misc", misc, "uring_writes", n, "sync_fallback", ferr)
+		}
+	}()
+	return nil
+}
+
+// stopMergeLocked cancels h's merge; the caller waits on the returned job
+// (without m.mu) with waitMerge.
+func (m *Manager) stopMergeLocked(h *handler) *mergeJob {
+	j := h.job
+	if j == nil {
+		return nil
+	}
+	if j.cancel != nil && !j.stopped {
+		j.stopped = true
+		j.cancel()
+	}
+	return j
+}
+
+// waitMerge waits for a stopped job's goroutine and closes the engine's
+// files. The merge state on disk is consistent at any point it stops.
+func waitMerge(j *mergeJob) {
+	if j == nil {
+		return
+	}
+	<-j.done
+	if j.release != nil {
+		j.release()
+		j.release = nil
+	}
+}
+
+// mergeStatusLocked is getstatus for an existing handler (snapuserd.md §8).
+func mergeStatusLocked(h *handler) string {
+	j := h.job
+	if j == nil {
+		merged, total, failed := progress(h)
+		switch {
+		case failed:
+			return proto.StatusMergeFailed
+		case total > 0 && merged >= total:
+			// Completion recorded in the header counts even before
+			// initiate_merge (reboot after a finished merge).
+			return proto.StatusMergeComplete
+		}
+		return proto.StatusSnapshot
+	}
+	if j.eng == nil || j.err != nil {
+		return proto.StatusMergeFailed
+	}
+	switch p := j.eng.Progress(); {
+	case p.Phase == merge.PhaseComplete:
+		return proto.StatusMergeComplete
+	case p.Phase == merge.PhaseFailed:
+		return proto.StatusMergeFailed
+	case j.stopped:
+		return proto.StatusSnapshot
+	}
+	// Idle (the goroutine has not called Run yet), queued for a merge
+	// slot, ordered or replace phase, paused or not.
+	return proto.StatusMerge
+}
+
+// mergePercentLocked is merge_percent: (completed×100 + Σ in-progress %) /
+// (completed + in-progress) over the partitions whose merge was initiated.
+func (m *Manager) mergePercentLocked() float64 {
+	var n int
+	var sum float64
+	for _, h := range m.handlers {
+		j := h.job
+		if j == nil || h.dev == nil {
+			continue
+		}
+		n++
+		if j.eng == nil {
+			continue // failed before it started: 0 %
+		}
+		p := j.eng.Progress()
+		if p.Phase == merge.PhaseComplete {
+			sum += 100
+		} else {
+			sum += p.Percent
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// pauseMergesLocked applies pause_merge / resume_merge to every engine.
+func (m *Manager) pauseMergesLocked(pause bool) {
+	for _, h := range m.handlers {
+		if h.job == nil || h.job.eng == nil {
+			continue
+		}
+		if pause {
+			h.job.eng.Pause()
+		} else {
+			h.job.eng.Resume()
+		}
+	}
+}
+
+// MergeProgress returns the engine's progress of misc's merge; ok is false
+// if no merge was initiated for it.
+func (m *Manager) MergeProgress(misc string) (p merge.Progress, ok bool) {
+	m.mu.Lock()
+	h := m.handlers[misc]
+	var j *mergeJob
+	if h != nil {
+		j = h.job
+	}
+	m.mu.Unlock()
+	if j == nil || j.eng == nil {
+		return merge.Progress{}, false
+	}
+	return j.eng.Progress(), true
+}
+
+// sameDevice reports whether two paths name the same file, or block device
+// nodes of the same device (/dev/block/dm-3 and /dev/dm-3).
+func sameDevice(a, b string) (bool, error) {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	if os.SameFile(fa, fb) {
+		return true, nil
+	}
+	isBlock := func(fi os.FileInfo) bool { return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 }
+	sa, okA := fa.Sys().(*syscall.Stat_t)
+	sb, okB := fb.Sys().(*syscall.Stat_t)
+	return okA && okB && isBlock(fa) && isBlock(fb) && sa.Rdev == sb.Rdev, nil
+}
