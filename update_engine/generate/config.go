@@ -41,6 +41,10 @@ type Config struct {
 	DisableDiff  bool
 	Threads      int // worker goroutines (default 1); output does not depend on it
 	VABC         *VABC
+	// Verity, if set, appends a dm-verity hash tree and FEC to every image
+	// (old and new) and, in incremental payloads, sets hash_tree_* / fec_*
+	// and leaves those blocks to update_engine (see Verity).
+	Verity       *Verity
 	MaxTimestamp int64
 	Signers      []sign.Signer
 }
@@ -127,6 +131,14 @@ func (c *Config) normalize() error {
 			}
 		}
 		c.Compressions = keep
+	}
+	if v := c.Verity; v != nil {
+		if err := v.normalize(); err != nil {
+			return err
+		}
+		if delta && c.MinorVersion < verityMinor {
+			return fmt.Errorf("generate: verity fields need minor version ≥ %d in incremental payloads (have %d)", verityMinor, c.MinorVersion)
+		}
 	}
 	if v := c.VABC; v != nil {
 		if v.CowVersion == 0 {

@@ -25,6 +25,10 @@ type Result struct {
 	MetadataSize          int64
 	MetadataSignatureSize int64
 	Stats                 []PartitionStats
+	// Images are the source (Old, nil for full) and target (New) images the
+	// payload updates between: the inputs, or with Config.Verity the inputs
+	// with hash tree and FEC appended.
+	Images []Partition
 }
 
 // PartitionStats summarizes one partition's operations.
@@ -45,6 +49,11 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		v := *c.VABC
 		c.VABC = &v
 	}
+	if c.Verity != nil {
+		v := *c.Verity
+		c.Verity = &v
+	}
+	c.Partitions = append([]Partition(nil), cfg.Partitions...)
 	if cfg.Compressions != nil {
 		// An empty, non-nil list means plain REPLACE only.
 		c.Compressions = append([]Compression{}, cfg.Compressions...)
@@ -53,10 +62,33 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	delta := c.isDelta()
+	var lays []verityLayout
+	if v := c.Verity; v != nil {
+		for i := range c.Partitions {
+			p := &c.Partitions[i]
+			var err error
+			var lay verityLayout
+			if p.New, lay, err = v.addVerity(p.Name, p.New, c.BlockSize); err != nil {
+				return nil, err
+			}
+			if p.Old != nil {
+				if p.Old, _, err = v.addVerity(p.Name, p.Old, c.BlockSize); err != nil {
+					return nil, err
+				}
+			}
+			lays = append(lays, lay)
+		}
+	}
 	var plans []*partPlan
-	for _, p := range c.Partitions {
+	for i, p := range c.Partitions {
 		if delta {
-			plans = append(plans, c.planDelta(p))
+			// Hash tree and FEC blocks get no operations: update_engine
+			// regenerates them (spec §3.3).
+			nb := len(p.New) / c.BlockSize
+			if lays != nil {
+				nb = lays[i].data
+			}
+			plans = append(plans, c.planDelta(p, nb))
 		} else {
 			plans = append(plans, c.planFull(p))
 		}
@@ -75,8 +107,12 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 	var blobs bytes.Buffer
 	res := &Result{}
 	var groupSize uint64
-	for _, pp := range plans {
+	for i, pp := range plans {
+		res.Images = append(res.Images, pp.p)
 		pu := &metadata.PartitionUpdate{PartitionName: proto.String(pp.p.Name)}
+		if delta && lays != nil {
+			lays[i].setManifest(pu)
+		}
 		nh := sha256.Sum256(pp.p.New)
 		pu.NewPartitionInfo = &metadata.PartitionInfo{Size: proto.Uint64(uint64(len(pp.p.New))), Hash: nh[:]}
 		groupSize += uint64(len(pp.p.New))

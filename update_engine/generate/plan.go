@@ -145,9 +145,11 @@ func (x *blockIndex) find(old, b []byte, bs int) int {
 	return -1
 }
 
-func (c *Config) planDelta(p Partition) *partPlan {
+// planDelta plans the first nb blocks of p.New (the rest, verity hash tree
+// and FEC, is left to the client).
+func (c *Config) planDelta(p Partition, nb int) *partPlan {
 	bs := c.BlockSize
-	nb, ob := len(p.New)/bs, len(p.Old)/bs
+	ob := len(p.Old) / bs
 	chunk := c.ChunkSize / bs
 	zeroOK := c.MinorVersion >= zeroAndBrotliMinor
 	idx := newBlockIndex(p.Old, bs)

@@ -79,7 +79,7 @@ type testPayload struct {
 	extracted string
 }
 
-func makePayload(t testing.TB, pairs []imagegen.Pair, full bool, v *generate.VABC, chunk int) *testPayload {
+func makePayload(t testing.TB, pairs []imagegen.Pair, full bool, v *generate.VABC, chunk int, mods ...func(*generate.Config)) *testPayload {
 	t.Helper()
 	tp := &testPayload{old: map[string][]byte{}, new: map[string][]byte{}, dir: t.TempDir()}
 	var parts []generate.Partition
@@ -89,17 +89,27 @@ func makePayload(t testing.TB, pairs []imagegen.Pair, full bool, v *generate.VAB
 		gp := generate.Partition{Name: pr.Name, New: pr.New}
 		if !full {
 			gp.Old = pr.Old
-			tp.old[pr.Name] = pr.Old
-			if err := os.WriteFile(filepath.Join(oldDir, pr.Name+".img"), pr.Old, 0o644); err != nil {
+		}
+		parts = append(parts, gp)
+	}
+	cfg := generate.Config{Partitions: parts, MinorVersion: -1, ChunkSize: chunk, Threads: 2, VABC: v}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	res, err := generate.Generate(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The images the payload updates between (with verity, the inputs with
+	// hash tree and FEC appended).
+	for _, im := range res.Images {
+		if im.Old != nil {
+			tp.old[im.Name] = im.Old
+			if err := os.WriteFile(filepath.Join(oldDir, im.Name+".img"), im.Old, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		tp.new[pr.Name] = pr.New
-		parts = append(parts, gp)
-	}
-	res, err := generate.Generate(context.Background(), generate.Config{Partitions: parts, MinorVersion: -1, ChunkSize: chunk, Threads: 2, VABC: v})
-	if err != nil {
-		t.Fatal(err)
+		tp.new[im.Name] = im.New
 	}
 	tp.raw = res.Payload
 	tp.path = filepath.Join(tp.dir, "payload.bin")

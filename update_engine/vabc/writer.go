@@ -163,8 +163,8 @@ func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error)
 				return nil, fmt.Errorf("vabc: unsupported op %s in partition %s op %d: %w", t, name, i, ErrUnsupported)
 			}
 		}
-		if pu.GetHashTreeExtent().GetNumBlocks() > 0 || pu.GetFecExtent().GetNumBlocks() > 0 {
-			return nil, fmt.Errorf("vabc: partition %s: writing the verity hash tree / FEC through the COW is not implemented: %w", name, ErrUnsupported)
+		if err := checkVerity(pu, p.BlockSize()); err != nil {
+			return nil, err
 		}
 		if needsSource(pu) {
 			if opts.OldDir == "" {
@@ -250,6 +250,11 @@ func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 {
 			if e.GetStartBlock() != payload.SparseHole {
 				end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
 			}
+		}
+	}
+	for _, e := range []*metadata.Extent{pu.GetHashTreeExtent(), pu.GetFecExtent()} {
+		if e.GetNumBlocks() > 0 && e.GetStartBlock() < math.MaxInt32 && e.GetNumBlocks() < math.MaxInt32 {
+			end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
 		}
 	}
 	return end
@@ -391,7 +396,7 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 		}
 	}
 	if s, ok := loadState(statePath); ok && !s.Complete && s.ID == st.manifestID && s.Partition == name &&
-		(s.Label == cow.EndOfInstallLabel || s.Label <= uint64(len(pu.Operations))) {
+		(s.Label == cow.EndOfInstallLabel || s.Label <= lastOpLabel(pu)) {
 		f, err = os.OpenFile(pw.res.Path, os.O_RDWR, 0)
 		if err == nil {
 			var cf cow.File = f
@@ -586,6 +591,23 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			pw.prog.add(pd.bytes)
 			if err := ctx.Err(); err != nil {
 				drain()
+				return err
+			}
+		}
+		if n := uint64(len(opsList)); hasVerity(pw.pu) && next <= n {
+			// The hash tree and FEC are computed from the snapshot as it
+			// stands after the last install op, then written as Replace
+			// data with a label of their own (resume point).
+			if err := pw.writeVerity(n); err != nil {
+				return err
+			}
+			if err := pw.w.AddLabel(n + 1); err != nil {
+				return fmt.Errorf("vabc: partition %s: verity label: %w", pw.name, err)
+			}
+			if err := saved(n + 1); err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
