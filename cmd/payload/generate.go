@@ -20,11 +20,25 @@ import (
 const generateUsage = `generate --target DIR [--source DIR] [-p a,b] -o payload.bin [--key PEM]
 	[--block-size 4096] [--chunk 2MiB] [--compression xz,bz2|zstd|none] [--minor N]
 	[--vabc --cow-version 2|3 --vabc-compression lz4 --compression-factor 64K] [--xor=false]
+	[--verity --verity-out DIR [--verity-seed S] [--verity-alg sha256] [--fec-roots 2]]
 	[--threads N] [--zip OTA.zip] [--properties FILE] [--json]
 
 Builds a payload from DIR/<partition>.img images: a full payload without
 --source, an incremental one (SOURCE_COPY, BROTLI_BSDIFF, ZERO, REPLACE_*)
-with it. --new/--old are aliases of --target/--source.`
+with it. --new/--old are aliases of --target/--source.
+
+--verity treats every given image as the data (filesystem) region of a
+verity-enabled partition, as AOSP builds them: the generator appends a
+dm-verity hash tree over the data (salt = SHA-256(seed, 0, partition name))
+and a Reed-Solomon FEC region over data + tree, to the target and to the
+source images alike, and the payload updates between these extended images.
+They are written to --verity-out DIR as DIR/target/<partition>.img and
+DIR/source/<partition>.img: apply the payload to the source ones and compare
+with the target ones. Incremental payloads set hash_tree_* / fec_* and carry
+no operations for the tree and FEC blocks (update_engine regenerates them);
+full payloads carry no verity fields (update_engine rejects them there) and
+their operations cover the tree and FEC. new_partition_info.hash covers the
+whole extended image.`
 
 // runGenerate implements `payload generate`.
 func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,6 +67,11 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	maxTimestamp := fs.Int64("max-timestamp", 0, "manifest max_timestamp (anti-downgrade)")
 	brotliQuality := fs.Int("brotli-quality", 9, "brotli quality for BSDF2 streams (AOSP uses 11)")
 	noDiff := fs.Bool("no-diff", false, "never emit bsdiff operations")
+	verityOn := fs.Bool("verity", false, "append a dm-verity hash tree and FEC to every image (see below); needs --verity-out")
+	verityOut := fs.String("verity-out", "", "with --verity: write the extended images to DIR/target/ and DIR/source/")
+	veritySeed := fs.String("verity-seed", "vabc-verity", "with --verity: seed of the hash-tree salts (deterministic)")
+	verityAlg := fs.String("verity-alg", "sha256", "with --verity: hash_tree_algorithm (sha1, sha256, sha512)")
+	fecRoots := fs.Int("fec-roots", 2, "with --verity: fec_roots (2…24)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -102,6 +121,14 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	} else if *factor != "" {
 		return usageError{"generate: --compression-factor needs --vabc"}
 	}
+	if *verityOn {
+		if *verityOut == "" {
+			return usageError{"generate: --verity needs --verity-out DIR (the extended images the payload updates between)"}
+		}
+		cfg.Verity = &generate.Verity{Algorithm: *verityAlg, Seed: *veritySeed, FECRoots: *fecRoots}
+	} else if *verityOut != "" {
+		return usageError{"generate: --verity-out needs --verity"}
+	}
 	if *keys != "" {
 		for _, k := range strings.Split(*keys, ",") {
 			s, err := sign.LoadPrivateKey(k)
@@ -135,6 +162,25 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := writeFileAtomic(*out, res.Payload); err != nil {
 		return err
 	}
+	if cfg.Verity != nil {
+		for _, im := range res.Images {
+			for _, x := range []struct {
+				sub string
+				img []byte
+			}{{"target", im.New}, {"source", im.Old}} {
+				if x.img == nil {
+					continue
+				}
+				d := filepath.Join(*verityOut, x.sub)
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return err
+				}
+				if err := writeFileAtomic(filepath.Join(d, im.Name+".img"), x.img); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if *propsPath != "" {
 		if err := writeFileAtomic(*propsPath, res.Properties()); err != nil {
 			return err
@@ -157,6 +203,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"metadata_size": res.MetadataSize,
 			"minor_version": res.Manifest.GetMinorVersion(),
 			"signed":        len(cfg.Signers) > 0,
+			"verity":        cfg.Verity != nil,
 			"partitions":    res.Stats,
 			"seconds":       secs,
 		})

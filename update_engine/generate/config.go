@@ -38,9 +38,9 @@ type Config struct {
 	// BrotliQuality for BSDF2 brotli streams (default 9; AOSP uses 11).
 	BrotliQuality int
 	// DisableDiff turns off bsdiff operations in incremental payloads.
-	DisableDiff  bool
-	Threads      int // worker goroutines (default 1); output does not depend on it
-	VABC         *VABC
+	DisableDiff bool
+	Threads     int // worker goroutines (default 1); output does not depend on it
+	VABC        *VABC
 	// Verity, if set, appends a dm-verity hash tree and FEC to every image
 	// (old and new) and, in incremental payloads, sets hash_tree_* / fec_*
 	// and leaves those blocks to update_engine (see Verity).
