@@ -27,6 +27,13 @@
 // which then become COW replace data), plus estimate_cow_size and
 // estimate_op_count_max computed as upper bounds.
 //
+// Verity (Config.Verity, spec §3.3): each image is taken as the data region
+// of a verity-enabled partition; a dm-verity hash tree over it and an RS FEC
+// region over data + tree are appended to old and new images alike
+// (Result.Images). Incremental payloads then carry hash_tree_* / fec_* and no
+// operations for those blocks; full payloads carry no verity fields and cover
+// them with operations, as delta_generator does.
+//
 // Signing (spec §4): with signers, the payload gets a metadata signature and a
 // payload signature. Signatures are zero-padded to the key's maximum size so
 // the Signatures message sizes, and therefore signatures_offset/size in the

@@ -8,6 +8,7 @@
 //	ops of install operation 0 → Label(1)
 //	…
 //	ops of install operation N-1 → Label(N)
+//	[hash tree + FEC Replace ops → Label(N+1)]  (partitions with verity)
 //	Label(1<<48)  (cow.EndOfInstallLabel)
 //	Finalize
 //
@@ -20,6 +21,13 @@
 // blocks covered by COW_XOR merge ops and Replace ops elsewhere. The new data
 // of every operation is produced by package ops, the executor `payload
 // extract` uses.
+//
+// Verity (spec §3.3): a partition with hash_tree_extent / fec_extent has no
+// install operations for those blocks. After the last install op the hash
+// tree over hash_tree_data_extent and then the FEC over fec_data_extent are
+// computed (package verity) from the new partition as the snapshot serves it
+// (old image + the COW up to Label(N)), and written as Replace ops followed
+// by Label(N+1); the final check covers them.
 //
 // Merge hints are checked before use: a COW_COPY op is used only when a
 // SOURCE_COPY operation copies exactly those blocks, a COW_XOR op only for

@@ -14,6 +14,8 @@ import (
 	"github.com/vabc-go/vabc/update_engine/generate"
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/payload"
+	"github.com/vabc-go/vabc/update_engine/payload/payloadtest"
+	"google.golang.org/protobuf/proto"
 )
 
 // mergeCOW merges the COW at path into a copy of old the way snapuserd does:
@@ -351,11 +353,25 @@ func TestErrors(t *testing.T) {
 			ni.Hash = make([]byte, 32)
 			return func() { ni.Hash = old }
 		}, "new_partition_info.hash"},
-		{"hash-tree", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+		{"hash-tree-no-data", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			one := uint64(1)
 			m.Partitions[0].HashTreeExtent = &metadata.Extent{StartBlock: &one, NumBlocks: &one}
 			return func() { m.Partitions[0].HashTreeExtent = nil }
-		}, "not implemented"},
+		}, "hash tree extent without a data extent"},
+		{"fec-outside", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+			pu := m.Partitions[0]
+			pu.FecDataExtent = payloadtest.Ext(0, 2)[0]
+			pu.FecExtent = payloadtest.Ext(1<<40, 2)[0]
+			pu.FecRoots = proto.Uint32(2)
+			return func() { pu.FecDataExtent, pu.FecExtent, pu.FecRoots = nil, nil, nil }
+		}, "FEC extent 1099511627776+2 is outside"},
+		{"hash-tree-algorithm", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+			pu := m.Partitions[0]
+			pu.HashTreeDataExtent = payloadtest.Ext(0, 2)[0]
+			pu.HashTreeExtent = payloadtest.Ext(2, 1)[0]
+			pu.HashTreeAlgorithm = proto.String("md5")
+			return func() { pu.HashTreeDataExtent, pu.HashTreeExtent, pu.HashTreeAlgorithm = nil, nil, nil }
+		}, `hash_tree_algorithm "md5"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := tc.opts
