@@ -91,3 +91,31 @@ func FuzzPlanMerge(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckVerity feeds arbitrary verity fields to checkVerity: it must not
+// panic, and what it accepts lies inside the partition.
+func FuzzCheckVerity(f *testing.F) {
+	f.Add(uint64(40), uint64(0), uint64(38), uint64(38), uint64(1), uint64(0), uint64(39), uint64(39), uint64(1), uint32(2), "sha256")
+	f.Add(uint64(1<<50), uint64(1<<62), uint64(1<<62), uint64(5), uint64(1), uint64(0), uint64(0), uint64(7), uint64(1<<63), uint32(0), "md5")
+	f.Fuzz(func(t *testing.T, size, ds, dn, ts, tn, fds, fdn, fs, fn uint64, roots uint32, alg string) {
+		pu := &metadata.PartitionUpdate{PartitionName: new("p"),
+			NewPartitionInfo:   &metadata.PartitionInfo{Size: &size},
+			HashTreeDataExtent: ext(ds, dn), HashTreeExtent: ext(ts, tn), HashTreeAlgorithm: &alg,
+			FecDataExtent: ext(fds, fdn), FecExtent: ext(fs, fn), FecRoots: &roots}
+		if err := checkVerity(pu, 4096); err != nil {
+			return
+		}
+		if !hasVerity(pu) {
+			return
+		}
+		if int64(size) < 0 {
+			t.Fatalf("accepted size %d", size)
+		}
+		blocks := (size + 4095) / 4096
+		for _, e := range []*metadata.Extent{pu.HashTreeExtent, pu.FecExtent} {
+			if e.GetNumBlocks() > 0 && e.GetStartBlock()+e.GetNumBlocks() > blocks {
+				t.Fatalf("accepted %v in %d blocks", e, blocks)
+			}
+		}
+	})
+}

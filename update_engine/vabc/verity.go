@@ -2,10 +2,12 @@ package vabc
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/ops"
 	"github.com/vabc-go/vabc/update_engine/verity"
 )
 
@@ -39,7 +41,13 @@ func vext(e *metadata.Extent) verity.Extent {
 // checkVerity validates the verity fields of pu before anything is written.
 func checkVerity(pu *metadata.PartitionUpdate, bs int64) error {
 	name := pu.GetPartitionName()
+	if !hasVerity(pu) {
+		return nil
+	}
 	size := imageSize(pu, bs)
+	if size < 0 || size > math.MaxInt64-bs {
+		return fmt.Errorf("vabc: partition %s: partition size %d", name, uint64(size))
+	}
 	blocks := uint64((size + bs - 1) / bs)
 	type pair struct {
 		what       string
@@ -60,6 +68,9 @@ func checkVerity(pu *metadata.PartitionUpdate, bs int64) error {
 				return fmt.Errorf("vabc: partition %s: %s extent %d+%d is outside the %d-block partition", name, x.what, e.GetStartBlock(), e.GetNumBlocks(), blocks)
 			}
 		}
+	}
+	if t, f := pu.GetHashTreeExtent().GetNumBlocks(), pu.GetFecExtent().GetNumBlocks(); t > uint64(ops.MaxDiffSource/bs) || f > uint64(ops.MaxDiffSource/bs)-t {
+		return fmt.Errorf("vabc: partition %s: hash tree (%d blocks) and FEC (%d blocks) are too large to buffer", name, t, f)
 	}
 	switch pu.GetHashTreeAlgorithm() {
 	case "", "sha1", "sha256", "sha512":
