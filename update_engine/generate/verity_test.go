@@ -42,7 +42,7 @@ func TestVerityImages(t *testing.T) {
 	newA, oldA := mk(3), mk(3)
 	newB := mk(300)
 	cfg := Config{MinorVersion: -1, Partitions: []Partition{{Name: "a", Old: oldA, New: newA}, {Name: "b", Old: mk(300), New: newB}},
-		Verity: &Verity{}, ChunkSize: 64 << 10}
+		Verity: &Verity{}, ChunkSize: 64 << 10, DisableDiff: true, Compressions: []Compression{}}
 	res := generate(t, cfg)
 	if len(res.Images) != 2 {
 		t.Fatalf("%d images", len(res.Images))
@@ -120,7 +120,7 @@ func TestVerityImages(t *testing.T) {
 		t.Error("seed does not change the salt")
 	}
 	// Full payloads: no verity fields, ops cover the tree and FEC.
-	full := generate(t, Config{MinorVersion: -1, Partitions: []Partition{{Name: "b", New: newB}}, Verity: &Verity{}, ChunkSize: 64 << 10})
+	full := generate(t, Config{MinorVersion: -1, Partitions: []Partition{{Name: "b", New: newB}}, Verity: &Verity{}, ChunkSize: 64 << 10, Compressions: []Compression{}})
 	if full.Manifest.Partitions[0].HashTreeExtent != nil || full.Manifest.Partitions[0].FecExtent != nil {
 		t.Error("full payload carries verity fields")
 	}
