@@ -32,9 +32,12 @@ test: lint unit-test
 unit-test:
 	$(GO) test -count=1 -timeout 9m ./...
 
-## vm-test: boot a real Linux kernel in qemu (TCG) and run the device-mapper scenarios
+## vm-test: boot Debian's kernels in qemu (TCG) and run the device-mapper scenarios: the
+## current bookworm kernel (6.1) and, when make deps could fetch it, the backports one (6.12)
 vm-test: build
 	bash e2e/run.sh
+	@if [ -e e2e/cache/current-bpo.env ]; then VABC_KERNEL=bpo bash e2e/run.sh; \
+	else echo "vm-test: the 6.12 backports kernel is not cached (make deps fetches it); 6.12 not run"; fi
 
 lint: fmt-check vet staticcheck
 

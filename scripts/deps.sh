@@ -35,5 +35,8 @@ GOFLAGS=-buildvcs=false go install google.golang.org/protobuf/cmd/protoc-gen-go@
 # The VM harness's kernel image and module headers (cached by version).
 if [ -x e2e/fetch-kernel.sh ]; then
 	bash e2e/fetch-kernel.sh
+	# The 6.12 backports kernel: the module must build and pass on it too.
+	# Its mirror is optional; vm-test says so when it is missing.
+	VABC_KERNEL=bpo bash e2e/fetch-kernel.sh || echo "deps: warning: could not fetch the 6.12 backports kernel; make vm-test runs 6.1 only" >&2
 fi
 echo "deps: ok"
