@@ -3,7 +3,6 @@ package dmuser
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -62,7 +61,7 @@ type Target struct {
 	queue   chan *message // capacity InFlight; never blocks under sem
 	sem     chan struct{} // one token per outstanding message
 	gone    chan struct{} // closed by Close
-	kernel  []*os.File    // kernel-side ends, closed by Close
+	kernel  []*kernelEnd  // kernel-side ends, shut down by Close
 	wg      sync.WaitGroup
 	perChan []atomic.Int64 // messages completed per channel
 
@@ -114,22 +113,32 @@ func NewTarget(size int64, opts *EmulatorOptions) (*Target, []Channel, error) {
 	}
 	var daemon []Channel
 	for i := range o.Channels {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		// The kernel end is blocking: its goroutine owns it and waits in
+		// recvmsg like a kernel thread, without a netpoll round trip per
+		// response. The daemon end is non-blocking, so that closing it
+		// interrupts the daemon's reads (Server.Run cancellation).
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			if err = unix.SetNonblock(fds[1], true); err != nil {
+				unix.Close(fds[0])
+				unix.Close(fds[1])
+			}
+		}
 		if err != nil {
-			for _, f := range t.kernel {
-				f.Close()
+			for _, k := range t.kernel {
+				k.close()
 			}
 			for _, c := range daemon {
 				c.Close()
 			}
 			return nil, nil, os.NewSyscallError("socketpair", err)
 		}
-		t.kernel = append(t.kernel, os.NewFile(uintptr(fds[0]), fmt.Sprintf("dm-user-emu-kernel-%d", i)))
+		t.kernel = append(t.kernel, newKernelEnd(fds[0], fmt.Sprintf("dm-user-emu-kernel-%d", i)))
 		daemon = append(daemon, os.NewFile(uintptr(fds[1]), fmt.Sprintf("dm-user-emu-%d", i)))
 	}
 	t.alive = o.Channels
-	for i, f := range t.kernel {
-		t.wg.Go(func() { t.channelLoop(i, f) })
+	for i, k := range t.kernel {
+		t.wg.Go(func() { t.channelLoop(i, k) })
 	}
 	return t, daemon, nil
 }
@@ -166,8 +175,8 @@ func (t *Target) Close() error {
 	t.mu.Unlock()
 	if !already {
 		close(t.gone)
-		for _, f := range t.kernel {
-			f.Close()
+		for _, k := range t.kernel {
+			k.shutdown()
 		}
 	}
 	t.wg.Wait()
@@ -194,9 +203,9 @@ func (t *Target) violation(err error) {
 
 // channelLoop is the kernel side of one channel: an idle channel takes the
 // next queued message, sends it, and waits for its response.
-func (t *Target) channelLoop(i int, f *os.File) {
+func (t *Target) channelLoop(i int, k *kernelEnd) {
 	defer func() {
-		f.Close()
+		k.close()
 		t.mu.Lock()
 		t.alive--
 		if t.alive == 0 {
@@ -207,7 +216,6 @@ func (t *Target) channelLoop(i int, f *os.File) {
 		}
 		t.mu.Unlock()
 	}()
-	rbuf := make([]byte, HeaderSize)
 	for {
 		var m *message
 		select {
@@ -215,7 +223,7 @@ func (t *Target) channelLoop(i int, f *os.File) {
 		case <-t.gone:
 			return
 		}
-		err := t.exchange(f, m, rbuf)
+		err := t.exchange(k, m)
 		var ioe *IOError
 		switch {
 		case err == nil:
@@ -237,35 +245,38 @@ func (t *Target) channelLoop(i int, f *os.File) {
 	}
 }
 
-func (t *Target) exchange(f *os.File, m *message, rbuf []byte) error {
-	var out []byte
+func (t *Target) exchange(k *kernelEnd, m *message) error {
+	var payload, data []byte
 	if Type(m.hdr.Type).hasPayload() {
-		out = make([]byte, HeaderSize+len(m.buf))
-		copy(out[HeaderSize:], m.buf)
-	} else {
-		out = make([]byte, HeaderSize)
+		payload = m.buf
 	}
-	m.hdr.put(out)
-	if _, err := f.Write(out); err != nil {
+	if Type(m.hdr.Type).responseHasData() {
+		data = m.buf
+	}
+	if err := k.send(m.hdr, payload); err != nil {
 		return err
 	}
-	if _, err := io.ReadFull(f, rbuf[:HeaderSize]); err != nil {
+	// One read takes the response header and, for a small read, its data.
+	var hb [HeaderSize]byte
+	got, err := k.recvHeader(&hb, data)
+	if err != nil {
 		return err
 	}
 	var resp Header
-	_ = resp.UnmarshalBinary(rbuf)
+	_ = resp.UnmarshalBinary(hb[:])
 	if resp.Seq != m.hdr.Seq {
 		return &IOError{Header: m.hdr, Msg: fmt.Sprintf("response seq %d does not match request", resp.Seq)}
 	}
 	status := Status(resp.Type)
 	if status != StatusSuccess {
 		// ERROR, UNSUPPORTED and unknown values all fail the bio; no data follows.
+		if got > 0 {
+			return &IOError{Header: m.hdr, Msg: fmt.Sprintf("%d data bytes follow a %s response", got, status)}
+		}
 		return &IOError{Header: m.hdr, Status: status}
 	}
-	if Type(m.hdr.Type).responseHasData() {
-		if _, err := io.ReadFull(f, m.buf); err != nil {
-			return err
-		}
+	if err := k.recvData(data[got:]); err != nil {
+		return err
 	}
 	if !t.opts.Lenient && (resp.Sector != m.hdr.Sector || resp.Len != m.hdr.Len || resp.Flags != m.hdr.Flags) {
 		return &IOError{Header: m.hdr, Msg: fmt.Sprintf("response echoes %v", resp)}
