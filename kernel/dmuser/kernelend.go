@@ -1,15 +1,15 @@
 package dmuser
 
 import (
-	"io"
+	"bufio"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
 
-// stageData is how much response data a kernelEnd takes in the same read
-// as the response header; the rest of a larger response is read straight
-// into the request's buffer.
+// stageData is the kernel side's receive buffer beyond one header: small
+// responses (and several back-to-back ones) arrive in one read; the rest of
+// a larger response is read straight into the request's buffer.
 const stageData = 64 << 10
 
 // kernelEnd is the emulation's side of one channel socketpair. Its
@@ -21,11 +21,11 @@ const stageData = 64 << 10
 // the race detector sees the hand-off to the daemon's side.
 type kernelEnd struct {
 	f     *os.File
-	stage []byte // request bytes to send; response header + first data
+	stage []byte // request bytes being sent
 }
 
 func newKernelEnd(fd int, name string) *kernelEnd {
-	return &kernelEnd{f: os.NewFile(uintptr(fd), name), stage: make([]byte, HeaderSize+stageData)}
+	return &kernelEnd{f: os.NewFile(uintptr(fd), name), stage: make([]byte, HeaderSize)}
 }
 
 // shutdown wakes any blocked I/O on the socket (the daemon then sees EOF).
@@ -50,29 +50,23 @@ func (k *kernelEnd) send(h Header, payload []byte) error {
 	return err
 }
 
-// recvHeader reads the response header into hb and, in the same read, up to
-// stageData bytes of data into data (a read's destination; nil otherwise).
-// It never reads past HeaderSize+len(data). It returns how many data bytes
-// arrived.
-func (k *kernelEnd) recvHeader(hb *[HeaderSize]byte, data []byte) (int, error) {
-	b := k.stage[:HeaderSize+min(len(data), stageData)]
-	got := 0
-	for got < HeaderSize {
-		n, err := k.f.Read(b[got:])
-		got += n
-		if err != nil {
-			if err == io.EOF && got > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, err
-		}
-	}
-	copy(hb[:], b)
-	return copy(data, b[HeaderSize:got]), nil
+// daemonEnd is the channel end handed to the daemon: the socket, read
+// through a buffer. Unlike a dm-user node, whose read() returns at most one
+// message, the socketpair is a byte stream on which the emulation queues up
+// to Depth messages, so one read can take several request headers.
+// Only Read, Write and Close are exposed, so that nothing (io.Copy's
+// WriteTo fast path, say) can read around the buffer.
+type daemonEnd struct {
+	f *os.File
+	r *bufio.Reader
 }
 
-// recvData reads the rest of a read response into p.
-func (k *kernelEnd) recvData(p []byte) error {
-	_, err := io.ReadFull(k.f, p)
-	return err
+func newDaemonEnd(f *os.File) *daemonEnd {
+	return &daemonEnd{f: f, r: bufio.NewReaderSize(f, 4096)}
 }
+
+// Read reads through the buffer; reads larger than it go straight to the
+// socket once it is empty.
+func (d *daemonEnd) Read(p []byte) (int, error)  { return d.r.Read(p) }
+func (d *daemonEnd) Write(p []byte) (int, error) { return d.f.Write(p) }
+func (d *daemonEnd) Close() error                { return d.f.Close() }
