@@ -24,14 +24,17 @@ func readsPerTriple() int {
 	return 100_000
 }
 
-// smallCache reports whether a triple runs with a small payload cache
-// (eight 64 KiB units), so that cache misses, evictions and concurrent loads of
-// one unit happen throughout the run; only for two triples of the cheap
-// codecs, whose units decode in microseconds.
+// smallCache reports whether a triple runs with a payload cache of
+// smallCacheBytes (a third of the test image), so that cache misses,
+// evictions and concurrent loads of one unit happen throughout the run;
+// only for the cheap codecs at AOSP's default factor, whose units decode in
+// microseconds.
 func smallCache(spec snapuserdtest.TripleSpec) bool {
 	c := spec.Comp.String()
 	return spec.Version == 3 && spec.Factor == 64<<10 && (c == "lz4" || c == "none")
 }
+
+const smallCacheBytes = 1536 << 10
 
 // TestRandomReadsThroughDmUser drives the Manager end to end: init/start
 // through the proto.Daemon interface, then random (sector, len) reads,
@@ -55,7 +58,7 @@ func TestRandomReadsThroughDmUser(t *testing.T) {
 			m := snapuserd.NewManager(snapuserd.Config{Frontend: fe, Open: func(req proto.InitRequest) (snapuserd.Device, error) {
 				s := snapshotOf(t, tr)
 				if smallCache(spec) {
-					snapuserd.SetPayloadCacheLimit(s, 512<<10)
+					snapuserd.SetPayloadCacheLimit(s, smallCacheBytes)
 				}
 				return s, nil
 			}})

@@ -57,7 +57,7 @@ func (e *IOError) Error() string {
 
 // Target emulates the kernel side of one dm-user target: a block device of
 // a fixed size whose I/O is turned into dm_user_message requests and
-// handed to whichever channel is idle, exactly as dm-user does. Each
+// handed to whichever channel has room (Depth messages), as dm-user does. Each
 // channel is a SOCK_STREAM socketpair; the daemon gets the other ends.
 //
 // Target methods are safe for concurrent use.
@@ -123,17 +123,9 @@ func NewTarget(size int64, opts *EmulatorOptions) (*Target, []Channel, error) {
 	}
 	var daemon []Channel
 	for i := range o.Channels {
-		// The kernel end is blocking: its goroutine owns it and waits in
-		// recvmsg like a kernel thread, without a netpoll round trip per
-		// response. The daemon end is non-blocking, so that closing it
-		// interrupts the daemon's reads (Server.Run cancellation).
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err == nil {
-			if err = unix.SetNonblock(fds[1], true); err != nil {
-				unix.Close(fds[0])
-				unix.Close(fds[1])
-			}
-		}
+		// Both ends are non-blocking (pollable), so that closing the
+		// daemon's end interrupts its reads (Server.Run cancellation).
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			for _, k := range t.kernel {
 				k.close()

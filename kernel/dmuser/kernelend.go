@@ -12,13 +12,12 @@ import (
 // a larger response is read straight into the request's buffer.
 const stageData = 64 << 10
 
-// kernelEnd is the emulation's side of one channel socketpair. Its
-// descriptor is blocking: only its channel goroutine uses it, and it waits
-// in recvmsg like a kernel thread instead of going through the netpoller
-// for every response. Teardown wakes it with shutdown(2); the os.File keeps
-// the descriptor alive until the blocked call has returned, so the number
-// cannot be reused under it. Reads and writes go through os.File so that
-// the race detector sees the hand-off to the daemon's side.
+// kernelEnd is the emulation's side of one channel socketpair, used by the
+// channel's send and receive goroutines. Teardown wakes them with
+// shutdown(2) (the daemon then sees EOF) rather than closing the
+// descriptor under them; the receive goroutine closes it on exit. (A
+// blocking descriptor here measured slower than Go's netpoller: 100k small
+// reads cost ~2.0 CPU-s against ~0.95.)
 type kernelEnd struct {
 	f     *os.File
 	stage []byte // request bytes being sent
