@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,8 +17,12 @@ import (
 
 // readsPerTriple is how many random reads each triple gets through the
 // emulated dm-user transport: 100k (issue 4's bar) in every run,
-// VABC_LONG=1 raises it to 500k as a soak.
+// VABC_LONG=1 raises it to 500k as a soak, and VABC_READS=N sets it (for
+// -race runs, say).
 func readsPerTriple() int {
+	if n, err := strconv.Atoi(os.Getenv("VABC_READS")); err == nil && n > 0 {
+		return n
+	}
 	if os.Getenv("VABC_LONG") != "" {
 		return 500_000
 	}
