@@ -55,19 +55,11 @@ type Snapshot struct {
 
 	closers []io.Closer
 
-	cacheMu sync.Mutex // guards cache
-	cache   [4]unitCache
+	units unitCache // decoded Replace/Xor payloads, LRU (unitcache.go)
 
 	bufPool sync.Pool // *[]byte of cow.MaxCompressionSize
 
 	mg snapshotMerge // the merge's files and read-path switch (merging.go)
-}
-
-// unitCache holds one decompressed multi-block Replace unit.
-type unitCache struct {
-	op   int32
-	data []byte
-	tick uint64
 }
 
 var _ Device = (*Snapshot)(nil)
@@ -367,16 +359,6 @@ func (s *Snapshot) readBlock(b uint64, dst []byte) error {
 		clear(dst)
 		return nil
 	case cow.OpReplace:
-		if op.FactorShift == 0 {
-			n, err := s.r.ReadOpData(int(e.op), dst, 0)
-			if err != nil {
-				return fail("decompress", err)
-			}
-			if n != BlockSize {
-				return fail("decompress", fmt.Errorf("%d bytes, want %d", n, BlockSize))
-			}
-			return nil
-		}
 		return s.readUnit(e, op, b, dst)
 	case cow.OpCopy, cow.OpXor:
 		if uint64(e.step) < s.merged {
@@ -403,7 +385,7 @@ func (s *Snapshot) readBlock(b uint64, dst []byte) error {
 		tp := s.bufPool.Get().(*[]byte)
 		defer s.bufPool.Put(tp)
 		x := (*tp)[:BlockSize]
-		n, err := s.r.ReadOpData(int(e.op), x, 0)
+		n, err := s.units.read(e.op, BlockSize, 0, x, s.loader(e.op))
 		if err != nil {
 			return fail("xor payload", err)
 		}
@@ -429,46 +411,22 @@ func xorWords(dst, x []byte) {
 	}
 }
 
-// readUnit serves block b from a multi-block Replace op, caching the last
-// few decompressed units so that sequential reads decompress each once.
+// readUnit serves block b from a Replace op (one block or a multi-block
+// unit) through the payload cache, so that reads of a unit's blocks
+// decompress it once.
 func (s *Snapshot) readUnit(e blockEntry, op *cow.Op, b uint64, dst []byte) error {
 	at := int((b - e.block) * BlockSize)
-	s.cacheMu.Lock()
-	var oldest *unitCache
-	var tick uint64
-	for i := range s.cache {
-		c := &s.cache[i]
-		tick = max(tick, c.tick)
-		if c.data != nil && c.op == e.op {
-			c.tick = tick + 1
-			ok := at+BlockSize <= len(c.data)
-			if ok {
-				copy(dst, c.data[at:at+BlockSize])
-			}
-			s.cacheMu.Unlock()
-			if !ok {
-				return fmt.Errorf("snapuserd: %s: block %d: op %d unit holds %d bytes", s.name, b, e.op, len(c.data))
-			}
-			return nil
-		}
-		if oldest == nil || c.tick < oldest.tick {
-			oldest = c
-		}
-	}
-	s.cacheMu.Unlock()
-
-	unit := make([]byte, BlockSize<<op.FactorShift)
-	n, err := s.r.ReadOpData(int(e.op), unit, 0)
+	n, err := s.units.read(e.op, BlockSize<<op.FactorShift, at, dst, s.loader(e.op))
 	if err != nil {
 		return fmt.Errorf("snapuserd: %s: block %d (op %d, replace ×%d): decompress: %w", s.name, b, e.op, op.Blocks(), err)
 	}
-	unit = unit[:n]
 	if at+BlockSize > n {
 		return fmt.Errorf("snapuserd: %s: block %d: op %d decompressed to %d bytes, block offset %d", s.name, b, e.op, n, at)
 	}
-	copy(dst, unit[at:at+BlockSize])
-	s.cacheMu.Lock()
-	*oldest = unitCache{op: e.op, data: unit, tick: tick + 1}
-	s.cacheMu.Unlock()
 	return nil
+}
+
+// loader decodes op i's payload for the payload cache.
+func (s *Snapshot) loader(i int32) func([]byte) (int, error) {
+	return func(buf []byte) (int, error) { return s.r.ReadOpData(int(i), buf, 0) }
 }

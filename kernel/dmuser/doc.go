@@ -34,6 +34,6 @@
 // of a successful read response has been written the daemon can no longer
 // report an error for that request. When the device-mapper table is torn
 // down, read() on every channel fails with ENOTBLK ("block device required");
-// the emulation closes its socket instead, which the daemon sees as EOF or
+// the emulation shuts its socket down instead, which the daemon sees as EOF or
 // EPIPE. Both are reported as ErrTargetGone and end the worker loops cleanly.
 package dmuser

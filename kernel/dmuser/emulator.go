@@ -1,6 +1,7 @@
 package dmuser
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,11 @@ type EmulatorOptions struct {
 	// InFlight bounds the outstanding messages (dm-user's message mempool:
 	// MAX_OUTSTANDING_MESSAGES = 128). Default 128.
 	InFlight int
+	// Depth is how many messages one channel hands to the daemon before
+	// the oldest is answered: a daemon's read() returns the next queued
+	// message at once, and responses are matched to messages by seq, as
+	// dm-user does. Default 4; 1 hands out one message at a time.
+	Depth int
 	// Lenient accepts responses whose sector/len differ from the request,
 	// as the real module does (it matches on seq only). By default such a
 	// response fails the request and is recorded as a violation.
@@ -51,7 +57,7 @@ func (e *IOError) Error() string {
 
 // Target emulates the kernel side of one dm-user target: a block device of
 // a fixed size whose I/O is turned into dm_user_message requests and
-// handed to whichever channel is idle, exactly as dm-user does. Each
+// handed to whichever channel has room (Depth messages), as dm-user does. Each
 // channel is a SOCK_STREAM socketpair; the daemon gets the other ends.
 //
 // Target methods are safe for concurrent use.
@@ -62,7 +68,7 @@ type Target struct {
 	queue   chan *message // capacity InFlight; never blocks under sem
 	sem     chan struct{} // one token per outstanding message
 	gone    chan struct{} // closed by Close
-	kernel  []*os.File    // kernel-side ends, closed by Close
+	kernel  []*kernelEnd  // kernel-side ends, shut down by Close
 	wg      sync.WaitGroup
 	perChan []atomic.Int64 // messages completed per channel
 
@@ -104,6 +110,9 @@ func NewTarget(size int64, opts *EmulatorOptions) (*Target, []Channel, error) {
 	if o.InFlight <= 0 {
 		o.InFlight = 128
 	}
+	if o.Depth <= 0 {
+		o.Depth = 4
+	}
 	t := &Target{
 		size:    size,
 		opts:    o,
@@ -114,22 +123,27 @@ func NewTarget(size int64, opts *EmulatorOptions) (*Target, []Channel, error) {
 	}
 	var daemon []Channel
 	for i := range o.Channels {
+		// Both ends are non-blocking (pollable), so that closing the
+		// daemon's end interrupts its reads (Server.Run cancellation).
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			for _, f := range t.kernel {
-				f.Close()
+			for _, k := range t.kernel {
+				k.close()
 			}
 			for _, c := range daemon {
 				c.Close()
 			}
 			return nil, nil, os.NewSyscallError("socketpair", err)
 		}
-		t.kernel = append(t.kernel, os.NewFile(uintptr(fds[0]), fmt.Sprintf("dm-user-emu-kernel-%d", i)))
-		daemon = append(daemon, os.NewFile(uintptr(fds[1]), fmt.Sprintf("dm-user-emu-%d", i)))
+		t.kernel = append(t.kernel, newKernelEnd(fds[0], fmt.Sprintf("dm-user-emu-kernel-%d", i)))
+		daemon = append(daemon, newDaemonEnd(os.NewFile(uintptr(fds[1]), fmt.Sprintf("dm-user-emu-%d", i))))
 	}
 	t.alive = o.Channels
-	for i, f := range t.kernel {
-		t.wg.Go(func() { t.channelLoop(i, f) })
+	for i, k := range t.kernel {
+		c := &channel{i: i, k: k, tokens: make(chan struct{}, o.Depth), inflight: map[uint64]*message{},
+			broken: make(chan struct{}), sent: make(chan struct{})}
+		t.wg.Go(func() { t.sendLoop(c) })
+		t.wg.Go(func() { t.recvLoop(c) })
 	}
 	return t, daemon, nil
 }
@@ -166,8 +180,8 @@ func (t *Target) Close() error {
 	t.mu.Unlock()
 	if !already {
 		close(t.gone)
-		for _, f := range t.kernel {
-			f.Close()
+		for _, k := range t.kernel {
+			k.shutdown()
 		}
 	}
 	t.wg.Wait()
@@ -192,78 +206,142 @@ func (t *Target) violation(err error) {
 	t.mu.Unlock()
 }
 
-// channelLoop is the kernel side of one channel: an idle channel takes the
-// next queued message, sends it, and waits for its response.
-func (t *Target) channelLoop(i int, f *os.File) {
-	defer func() {
-		f.Close()
-		t.mu.Lock()
-		t.alive--
-		if t.alive == 0 {
-			// No daemon channel left: dm-user fails the I/O it cannot
-			// deliver (after its daemon timeout; immediately here).
-			t.dead = true
-			t.drainLocked()
-		}
-		t.mu.Unlock()
-	}()
-	rbuf := make([]byte, HeaderSize)
+// channel is the kernel side of one control-node open: sendLoop hands
+// queued messages to the daemon (up to Depth at a time) and recvLoop
+// completes them as their responses arrive.
+type channel struct {
+	i      int
+	k      *kernelEnd
+	tokens chan struct{} // one per message handed out and not yet answered
+	broken chan struct{} // closed by recvLoop when the channel ends
+	sent   chan struct{} // closed when sendLoop has returned
+
+	mu       sync.Mutex
+	dead     bool                // set with broken; no new messages after it
+	inflight map[uint64]*message // handed out, by seq
+}
+
+// sendLoop takes the next queued message whenever the channel has room and
+// writes it to the daemon.
+func (t *Target) sendLoop(c *channel) {
+	defer close(c.sent)
 	for {
-		var m *message
 		select {
-		case m = <-t.queue:
+		case c.tokens <- struct{}{}:
+		case <-c.broken:
+			return
 		case <-t.gone:
 			return
 		}
-		err := t.exchange(f, m, rbuf)
-		var ioe *IOError
-		switch {
-		case err == nil:
-			t.perChan[i].Add(1)
-			t.complete(m, nil)
-		case errors.As(err, &ioe) && ioe.Msg == "":
-			t.perChan[i].Add(1)
-			t.complete(m, err)
-		case errors.As(err, &ioe):
-			// Protocol violation: the kernel marks the channel broken
-			// (from_user_error) and fails its messages.
-			t.violation(err)
-			t.complete(m, err)
+		var m *message
+		select {
+		case m = <-t.queue:
+		case <-c.broken:
 			return
-		default:
-			t.complete(m, fmt.Errorf("%w: %v", ErrTargetGone, err))
+		case <-t.gone:
+			return
+		}
+		c.mu.Lock()
+		if c.dead {
+			c.mu.Unlock()
+			t.complete(m, fmt.Errorf("%w: channel %d broken", ErrTargetGone, c.i))
+			return
+		}
+		c.inflight[m.hdr.Seq] = m
+		c.mu.Unlock()
+		var payload []byte
+		if Type(m.hdr.Type).hasPayload() {
+			payload = m.buf
+		}
+		if err := c.k.send(m.hdr, payload); err != nil {
+			// The daemon end is gone; recvLoop sees it too and fails m.
+			c.k.shutdown()
 			return
 		}
 	}
 }
 
-func (t *Target) exchange(f *os.File, m *message, rbuf []byte) error {
-	var out []byte
-	if Type(m.hdr.Type).hasPayload() {
-		out = make([]byte, HeaderSize+len(m.buf))
-		copy(out[HeaderSize:], m.buf)
-	} else {
-		out = make([]byte, HeaderSize)
+// recvLoop reads responses and completes their messages. Any error ends
+// the channel: its outstanding messages fail.
+func (t *Target) recvLoop(c *channel) {
+	br := bufio.NewReaderSize(c.k.f, HeaderSize+stageData)
+	err := t.receive(c, br)
+	c.mu.Lock()
+	c.dead = true
+	rest := c.inflight
+	c.inflight = nil
+	c.mu.Unlock()
+	close(c.broken)
+	c.k.shutdown()
+	var ioe *IOError
+	violation := errors.As(err, &ioe) && ioe.Msg != ""
+	for _, m := range rest {
+		if violation {
+			// from_user_error: every message of the broken channel fails.
+			t.complete(m, &IOError{Header: m.hdr, Msg: "channel broken: " + ioe.Msg})
+		} else {
+			t.complete(m, fmt.Errorf("%w: %v", ErrTargetGone, err))
+		}
 	}
-	m.hdr.put(out)
-	if _, err := f.Write(out); err != nil {
-		return err
+	<-c.sent
+	c.k.close()
+	t.mu.Lock()
+	t.alive--
+	if t.alive == 0 {
+		// No daemon channel left: dm-user fails the I/O it cannot
+		// deliver (after its daemon timeout; immediately here).
+		t.dead = true
+		t.drainLocked()
 	}
-	if _, err := io.ReadFull(f, rbuf[:HeaderSize]); err != nil {
-		return err
+	t.mu.Unlock()
+}
+
+func (t *Target) receive(c *channel, br *bufio.Reader) error {
+	var hb [HeaderSize]byte
+	for {
+		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			return err
+		}
+		var resp Header
+		_ = resp.UnmarshalBinary(hb[:])
+		c.mu.Lock()
+		m := c.inflight[resp.Seq]
+		delete(c.inflight, resp.Seq)
+		c.mu.Unlock()
+		if m == nil {
+			// Protocol violation: the kernel marks the channel broken
+			// (from_user_error) and fails its messages.
+			err := &IOError{Header: resp, Msg: fmt.Sprintf("response seq %d matches no outstanding message", resp.Seq)}
+			t.violation(err)
+			return err
+		}
+		err := t.finish(m, resp, br)
+		var ioe *IOError
+		switch {
+		case err == nil || errors.As(err, &ioe) && ioe.Msg == "":
+			t.perChan[c.i].Add(1)
+			t.complete(m, err)
+			<-c.tokens
+		case errors.As(err, &ioe):
+			t.violation(err)
+			t.complete(m, err)
+			return err
+		default:
+			t.complete(m, fmt.Errorf("%w: %v", ErrTargetGone, err))
+			return err
+		}
 	}
-	var resp Header
-	_ = resp.UnmarshalBinary(rbuf)
-	if resp.Seq != m.hdr.Seq {
-		return &IOError{Header: m.hdr, Msg: fmt.Sprintf("response seq %d does not match request", resp.Seq)}
-	}
+}
+
+// finish reads the rest of m's response (read data) and checks it.
+func (t *Target) finish(m *message, resp Header, br *bufio.Reader) error {
 	status := Status(resp.Type)
 	if status != StatusSuccess {
 		// ERROR, UNSUPPORTED and unknown values all fail the bio; no data follows.
 		return &IOError{Header: m.hdr, Status: status}
 	}
 	if Type(m.hdr.Type).responseHasData() {
-		if _, err := io.ReadFull(f, m.buf); err != nil {
+		if _, err := io.ReadFull(br, m.buf); err != nil {
 			return err
 		}
 	}
