@@ -74,23 +74,12 @@ type partJob struct {
 // supported and every needed source image exists. It fails before anything
 // is written.
 func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error) {
-	var sel []*metadata.PartitionUpdate
-	if len(opts.Partitions) == 0 {
-		sel = p.Manifest.Partitions
-	} else {
-		for _, name := range opts.Partitions {
-			pu := p.Partition(name)
-			if pu == nil {
-				return nil, fmt.Errorf("apply: payload has no partition %q", name)
-			}
-			sel = append(sel, pu)
-		}
+	sel, err := p.SelectPartitions(opts.Partitions)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
 	}
 	for _, pu := range sel {
 		name := pu.GetPartitionName()
-		if name != filepath.Base(name) || name == "." || name == ".." {
-			return nil, fmt.Errorf("apply: partition name %q is not a plain file name", name)
-		}
 		needSrc := false
 		for i, op := range pu.Operations {
 			t := op.GetType()

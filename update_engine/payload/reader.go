@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
@@ -264,6 +265,30 @@ func (p *Payload) Partition(name string) *metadata.PartitionUpdate {
 		}
 	}
 	return nil
+}
+
+// SelectPartitions returns the named partitions in the given order, or all
+// of them for an empty list. Every selected name must be a plain file name,
+// since appliers write <dir>/<name>.img or <name>.cow.
+func (p *Payload) SelectPartitions(names []string) ([]*metadata.PartitionUpdate, error) {
+	sel := p.Manifest.Partitions
+	if len(names) > 0 {
+		sel = nil
+		for _, name := range names {
+			pu := p.Partition(name)
+			if pu == nil {
+				return nil, fmt.Errorf("payload has no partition %q", name)
+			}
+			sel = append(sel, pu)
+		}
+	}
+	for _, pu := range sel {
+		name := pu.GetPartitionName()
+		if name == "" || name == "." || name == ".." || name != filepath.Base(name) {
+			return nil, fmt.Errorf("partition name %q is not a plain file name", name)
+		}
+	}
+	return sel, nil
 }
 
 // Blob reads the data of op into a new slice (nil for ops without data).

@@ -134,26 +134,15 @@ func resolve(p *payload.Payload, opts Options) (settings, error) {
 }
 
 // Plan checks that the selected partitions can be written: every operation
-// is supported, sources exist, no verity regeneration is needed. It fails
+// is supported, sources exist and the verity fields are consistent. It fails
 // before anything is written.
 func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error) {
-	var sel []*metadata.PartitionUpdate
-	if len(opts.Partitions) == 0 {
-		sel = p.Manifest.Partitions
-	} else {
-		for _, name := range opts.Partitions {
-			pu := p.Partition(name)
-			if pu == nil {
-				return nil, fmt.Errorf("vabc: payload has no partition %q", name)
-			}
-			sel = append(sel, pu)
-		}
+	sel, err := p.SelectPartitions(opts.Partitions)
+	if err != nil {
+		return nil, fmt.Errorf("vabc: %w", err)
 	}
 	for _, pu := range sel {
 		name := pu.GetPartitionName()
-		if name != filepath.Base(name) || name == "." || name == ".." || name == "" {
-			return nil, fmt.Errorf("vabc: partition name %q is not a plain file name", name)
-		}
 		for i, op := range pu.Operations {
 			t := op.GetType()
 			if !payload.KnownType(t) {
