@@ -10,6 +10,7 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
+	"github.com/vabc-go/vabc/internal/progress"
 	"github.com/vabc-go/vabc/snapuserd/merge"
 )
 
@@ -161,17 +162,17 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	// of the copies are gone, and there is nothing left to do but the final
 	// truncation (which a crash may have prevented).
 	if res.ResumedFrom < res.TotalOps {
-		bar := newProgress(stderr, "merge")
+		bar := progress.NewCount(stderr, "merge")
 		total := int64(len(order))
 		e, err := merge.New(mergeCow, mergeBase, r, &merge.Options{
 			WindowBlocks: window,
-			OnCheckpoint: func(c merge.Checkpoint) { bar.update(int64(c.NumMergeOps), total) },
+			OnCheckpoint: func(c merge.Checkpoint) { bar.Update(int64(c.NumMergeOps), total) },
 		})
 		if err != nil {
 			return err
 		}
 		err = e.Run(ctx)
-		bar.finish()
+		bar.Finish()
 		if err != nil {
 			return fmt.Errorf("apply: %w", err)
 		}
@@ -234,7 +235,7 @@ func copyImage(ctx context.Context, src, dst string, stderr io.Writer) (faultfs.
 	if err != nil {
 		return nil, err
 	}
-	bar := newProgress(stderr, "copy ")
+	bar := progress.New(stderr, "copy ")
 	buf := make([]byte, 1<<20)
 	var done int64
 	for {
@@ -249,7 +250,7 @@ func copyImage(ctx context.Context, src, dst string, stderr io.Writer) (faultfs.
 				return nil, err
 			}
 			done += int64(n)
-			bar.update(done, st.Size())
+			bar.Update(done, st.Size())
 		}
 		if rerr == io.EOF {
 			break
@@ -259,7 +260,7 @@ func copyImage(ctx context.Context, src, dst string, stderr io.Writer) (faultfs.
 			return nil, rerr
 		}
 	}
-	bar.finish()
+	bar.Finish()
 	return faultfs.FromOS(outF), nil
 }
 

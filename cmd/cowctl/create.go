@@ -11,13 +11,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/cow/create"
+	"github.com/vabc-go/vabc/internal/progress"
 )
 
 // isToolUsage reports whether err is a usage error (exit status 2).
@@ -78,10 +76,10 @@ func analyzePair(ctx context.Context, srcPath, tgtPath string, cf cowFlags, stde
 		return nil, err
 	}
 	closeBoth := func() { sf.Close(); tf.Close() }
-	bar := newProgress(stderr, label)
-	aopts.Progress = bar.update
+	bar := progress.New(stderr, label)
+	aopts.Progress = bar.Update
 	plan, err := create.Analyze(ctx, src, tgt, aopts)
-	bar.finish()
+	bar.Finish()
 	if err != nil {
 		closeBoth()
 		return nil, err
@@ -130,58 +128,6 @@ func parseFactor(s string) (uint32, error) {
 		return 0, usagef("compression factor %q must be a power of two from 4K to 256K", s)
 	}
 	return uint32(v), nil
-}
-
-// progressBar draws a one-line bar on stderr when it is a terminal, at most
-// ten times a second; otherwise it does nothing.
-type progressBar struct {
-	w     io.Writer
-	label string
-	tty   bool
-	start time.Time
-
-	mu    sync.Mutex
-	last  time.Time
-	shown bool
-}
-
-func newProgress(stderr io.Writer, label string) *progressBar {
-	p := &progressBar{w: stderr, label: label, start: time.Now()}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.tty = true
-	}
-	return p
-}
-
-// update is safe for concurrent use.
-func (p *progressBar) update(done, total int64) {
-	if p == nil || !p.tty {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	frac := 1.0
-	if total > 0 {
-		frac = min(float64(done)/float64(total), 1)
-	}
-	const width = 30
-	n := int(frac * width)
-	rate := float64(done) / 1e6 / max(now.Sub(p.start).Seconds(), 1e-9)
-	fmt.Fprintf(p.w, "\r%s [%s%s] %3.0f%% %7.1f MB/s", p.label, strings.Repeat("#", n), strings.Repeat("-", width-n), frac*100, rate)
-	p.shown = true
-}
-
-// finish ends the bar's line.
-func (p *progressBar) finish() {
-	if p != nil && p.shown {
-		fmt.Fprintln(p.w)
-		p.shown = false
-	}
 }
 
 // cowFlags are the COW-shape flags shared by create and estimate.
@@ -324,9 +270,9 @@ func runCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer pr.close()
 	plan, src, tgt, copts := pr.plan, pr.src, pr.tgt, pr.copts
-	bar := newProgress(stderr, "write  ")
-	res, err := create.Write(ctx, plan, src, tgt, out, copts, bar.update)
-	bar.finish()
+	bar := progress.New(stderr, "write  ")
+	res, err := create.Write(ctx, plan, src, tgt, out, copts, bar.Update)
+	bar.Finish()
 	if err != nil {
 		return err
 	}

@@ -249,21 +249,3 @@ func TestExitCodes(t *testing.T) {
 		t.Fatalf("apply without output: exit %d", code)
 	}
 }
-
-func TestProgressBar(t *testing.T) {
-	var b bytes.Buffer
-	p := &progressBar{w: &b, label: "test", tty: true}
-	p.update(50, 100)
-	p.update(100, 100)
-	p.finish()
-	if !strings.Contains(b.String(), "100%") || !strings.HasSuffix(b.String(), "\n") {
-		t.Fatalf("bar output %q", b.String())
-	}
-	var quiet bytes.Buffer
-	q := newProgress(&quiet, "x") // a buffer is not a terminal
-	q.update(1, 2)
-	q.finish()
-	if quiet.Len() != 0 {
-		t.Fatalf("progress on a non-terminal: %q", quiet.String())
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vabc-go/vabc/cow/create"
+	"github.com/vabc-go/vabc/internal/progress"
 )
 
 const estimateHelp = `Predicts the size and op counts of the COW "cowctl create" would write for
@@ -36,9 +37,9 @@ func runEstimate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer pr.close()
 	plan, src, tgt, copts := pr.plan, pr.src, pr.tgt, pr.copts
-	bar := newProgress(stderr, "estimate")
-	res, err := create.Estimate(ctx, plan, src, tgt, copts, bar.update)
-	bar.finish()
+	bar := progress.New(stderr, "estimate")
+	res, err := create.Estimate(ctx, plan, src, tgt, copts, bar.Update)
+	bar.Finish()
 	if err != nil {
 		return err
 	}

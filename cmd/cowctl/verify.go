@@ -9,6 +9,7 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/cow/create"
+	"github.com/vabc-go/vabc/internal/progress"
 )
 
 const verifyHelp = `Reconstructs the snapshot the COW describes over the source image, block by
@@ -85,9 +86,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fail(err)
 	}
-	bar := newProgress(stderr, "verify")
-	m, err := v.Verify(ctx, tgt, threads, bar.update)
-	bar.finish()
+	bar := progress.New(stderr, "verify")
+	m, err := v.Verify(ctx, tgt, threads, bar.Update)
+	bar.Finish()
 	if err != nil {
 		return fail(err)
 	}

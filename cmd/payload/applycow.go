@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
-	"golang.org/x/term"
-
+	"github.com/vabc-go/vabc/internal/progress"
 	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/vabc"
 )
@@ -73,16 +71,13 @@ flags:
 		return err
 	}
 	defer p.Close()
-	var bar *progressBar
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar = &progressBar{w: stderr, start: time.Now()}
-		opts.Progress = bar.update
+	bar := progress.New(stderr, "")
+	if bar != nil {
+		opts.Progress = bar.Update
 	}
 	start := time.Now()
 	res, err := vabc.Write(ctx, p, opts)
-	if bar != nil {
-		bar.finish()
-	}
+	bar.Finish()
 	if err != nil {
 		return err
 	}

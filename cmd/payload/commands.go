@@ -10,11 +10,9 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/term"
-
+	"github.com/vabc-go/vabc/internal/progress"
 	"github.com/vabc-go/vabc/update_engine/apply"
 	"github.com/vabc-go/vabc/update_engine/ops"
 	"github.com/vabc-go/vabc/update_engine/payload"
@@ -302,16 +300,13 @@ func runExtract(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *parts != "" {
 		opts.Partitions = strings.Split(*parts, ",")
 	}
-	var bar *progressBar
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar = &progressBar{w: stderr, start: time.Now()}
-		opts.Progress = bar.update
+	bar := progress.New(stderr, "")
+	if bar != nil {
+		opts.Progress = bar.Update
 	}
 	start := time.Now()
 	res, err := apply.Extract(ctx, p, opts)
-	if bar != nil {
-		bar.finish()
-	}
+	bar.Finish()
 	if err != nil {
 		return err
 	}
@@ -326,41 +321,4 @@ func runExtract(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "%s: %d bytes, sha256 %s (%s)\n", r.Path, r.Size, r.SHA256, check)
 	}
 	return nil
-}
-
-// progressBar draws one line on a terminal, at most 10 times a second.
-type progressBar struct {
-	mu    sync.Mutex
-	w     io.Writer
-	start time.Time
-	last  time.Time
-	drawn bool
-}
-
-func (b *progressBar) update(done, total int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	if now.Sub(b.last) < 100*time.Millisecond && done != total {
-		return
-	}
-	b.last = now
-	pct := 100.0
-	if total > 0 {
-		pct = float64(done) * 100 / float64(total)
-	}
-	const width = 30
-	fill := int(pct / 100 * width)
-	rate := float64(done) / (1 << 20) / max(now.Sub(b.start).Seconds(), 1e-3)
-	fmt.Fprintf(b.w, "\r[%s%s] %5.1f%% %d/%d MiB %.0f MiB/s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-		pct, done>>20, total>>20, rate)
-	b.drawn = true
-}
-
-func (b *progressBar) finish() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.drawn {
-		fmt.Fprintln(b.w)
-	}
 }
