@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/vabc-go/vabc/snapuserd/merge"
@@ -72,6 +73,10 @@ type handler struct {
 
 	verifyOnce sync.Once
 	verifyErr  error
+
+	// pinned are the files a non-root client's init was opened through
+	// (openAsPeer); req names them by /proc/self/fd. Closed by release.
+	pinned []*os.File
 }
 
 var _ proto.Daemon = (*Manager)(nil)
@@ -99,20 +104,34 @@ func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
 	if req.Legacy {
 		return 0, ErrLegacy
 	}
-	if req.Misc == "" {
-		return 0, errors.New("snapuserd: empty misc name")
+	// The name becomes a path component (/dev/dm-user/<misc>, the FUSE
+	// mount): ../victim must not name another file.
+	if err := proto.CheckMiscName(req.Misc); err != nil {
+		return 0, err
+	}
+	var pinned []*os.File
+	if req.Peer != nil {
+		orig := req
+		var err error
+		if pinned, req, err = openAsPeer(req.Peer, req); err != nil {
+			return 0, err
+		}
+		m.log.Info("init paths opened with the client's access rights", "misc", req.Misc, "peer", req.Peer.String(),
+			"cow", orig.Cow, "backing", orig.Backing, "base", orig.BasePath)
 	}
 	m.mu.Lock()
 	if _, ok := m.handlers[req.Misc]; ok {
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, fmt.Errorf("snapuserd: handler %s already exists", req.Misc)
 	}
 	if m.terminating {
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, errors.New("snapuserd: daemon is terminating")
 	}
 	// Reserve the name so a concurrent init of the same name fails.
-	h := &handler{misc: req.Misc, req: req, done: make(chan struct{})}
+	h := &handler{misc: req.Misc, req: req, done: make(chan struct{}), pinned: pinned}
 	m.handlers[req.Misc] = h
 	m.mu.Unlock()
 
@@ -120,6 +139,7 @@ func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
 		m.mu.Lock()
 		delete(m.handlers, req.Misc)
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, err
 	}
 	dev, err := m.cfg.Open(req)
@@ -200,6 +220,7 @@ func (m *Manager) release(h *handler) {
 		h.exp.Close()
 	}
 	h.dev.Close()
+	closeAll(h.pinned)
 }
 
 // InitiateMerge implements proto.Daemon: start the partition's merge
