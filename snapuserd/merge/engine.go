@@ -52,7 +52,7 @@ type Engine struct {
 	// in merge order winning for a destination.
 	extents []extent
 
-	ring     *uring // io_uring for window writes, nil = synchronous
+	ring     ringWriter // io_uring for window writes, nil = synchronous
 	baseFD   int
 	uringOps atomic.Int64
 	uringErr error // why io_uring was given up
@@ -545,9 +545,27 @@ func (e *Engine) run(ctx context.Context) error {
 	return e.mergeReplace(ctx)
 }
 
+// ringWriter submits a batch of window writes, linked in order, optionally
+// ended by a drained fsync (*uring; tests substitute a model).
+type ringWriter interface {
+	writeBatch(fd int, ws []uringWrite, fsync bool) error
+	close()
+}
+
+// testNewRing, if set by a test, replaces the kernel io_uring with a model
+// over the base file, so that the io_uring path runs under the power-loss
+// model of internal/faultfs.
+var testNewRing func(base faultfs.File) ringWriter
+
 // setupURing enables io_uring for window writes when the base is an OS
 // file and the kernel allows it; otherwise it records why not.
 func (e *Engine) setupURing() {
+	if testNewRing != nil {
+		e.mu.Lock()
+		e.ring, e.baseFD = testNewRing(e.base), -1
+		e.mu.Unlock()
+		return
+	}
 	of, ok := e.base.(*faultfs.OSFile)
 	if !ok {
 		e.uringErr = fmt.Errorf("io_uring: %s is not an OS file", e.base.Name())
