@@ -54,8 +54,9 @@ type Manager struct {
 	terminating bool
 	paused      bool
 
-	limiter      *merge.Limiter // bounds concurrent merges (num_merge_threads)
-	mergeThreads int
+	limiter        *merge.Limiter // bounds concurrent merges (num_merge_threads)
+	mergeThreads   int
+	mergesComplete int // guarded by mu: merges finished by this daemon (num_partitions_merge_complete_)
 }
 
 // handler is one snapshot. Fields are guarded by Manager.mu except dev and

@@ -241,6 +241,11 @@ func (s *Server) dispatch(peer *Peer, msg string) (reply string, keep bool) {
 	s.curPeer = peer
 	defer func() { s.curPeer = nil }()
 	fields := strings.Split(msg, ",")
+	// AOSP's parser drops empty trailing fields ("start,system," is
+	// start,system).
+	for len(fields) > 1 && fields[len(fields)-1] == "" {
+		fields = fields[:len(fields)-1]
+	}
 	cmd, found := commands[fields[0]]
 	if !found {
 		s.log.Error("received unknown message type from client", "msg", printable(msg))
