@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/vabc-go/vabc/snapuserd/merge"
 	"github.com/vabc-go/vabc/snapuserd/proto"
@@ -31,6 +32,16 @@ type Config struct {
 	Logger   *slog.Logger
 	// Merge tunes the merges started by initiate_merge (merging.go).
 	Merge MergeConfig
+	// VerifyOnStart starts each handler's update verification when it is
+	// started (the second-stage boot daemon; AOSP skips -init handlers and
+	// handlers resuming a merge), instead of on the first update-verify.
+	VerifyOnStart bool
+	// VerifyDevice, if set, names the device update-verify reads with
+	// O_DIRECT for a misc name (the dm-verity device over the partition);
+	// "" or nil: the handler's own read path.
+	VerifyDevice func(misc string) string
+	// VerifyTimeout bounds update-verify's wait (DefaultVerifyTimeout).
+	VerifyTimeout time.Duration
 	// StopCancels makes Stop end every handler itself. Set it for frontends
 	// whose exports never end on their own (FUSE); with dm-user, Stop waits
 	// for the kernel to remove the devices, as AOSP does.
@@ -72,8 +83,7 @@ type handler struct {
 	serveErr error
 	job      *mergeJob // set by initiate_merge (merging.go)
 
-	verifyOnce sync.Once
-	verifyErr  error
+	verify *verifyJob // update-verify's read of the device (verify.go)
 
 	// pinned are the files a non-root client's init was opened through
 	// (openAsPeer); req names them by /proc/self/fd. Closed by release.
@@ -176,6 +186,9 @@ func (m *Manager) StartHandler(misc string) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.started, h.cancel = true, cancel
+	if m.cfg.VerifyOnStart && !skipVerifyOnStart(h) {
+		m.startVerifyLocked(h)
+	}
 	m.wg.Go(func() {
 		defer close(h.done)
 		err := h.exp.Serve(ctx)
@@ -212,8 +225,10 @@ func (m *Manager) release(h *handler) {
 	// readers; its on-disk state is consistent wherever it stops.
 	m.mu.Lock()
 	j := m.stopMergeLocked(h)
+	vj := h.verify
 	m.mu.Unlock()
 	waitMerge(j)
+	stopVerify(vj)
 	if h.started {
 		h.cancel()
 		<-h.done
@@ -264,39 +279,6 @@ func (m *Manager) MergeStatus(misc string) string {
 		return proto.StatusMergeFailed
 	}
 	return mergeStatusLocked(h)
-}
-
-// UpdateVerify implements proto.Daemon: every live handler's device is read
-// once end to end; success only if all reads succeeded.
-func (m *Manager) UpdateVerify() bool {
-	m.mu.Lock()
-	var hs []*handler
-	for _, h := range m.handlers {
-		if h.dev != nil {
-			hs = append(hs, h)
-		}
-	}
-	m.mu.Unlock()
-	okAll := true
-	for _, h := range hs {
-		h.verifyOnce.Do(func() { h.verifyErr = readAll(h.dev) })
-		if h.verifyErr != nil {
-			m.log.Error("update verification failed", "misc", h.misc, "err", h.verifyErr)
-			okAll = false
-		}
-	}
-	return okAll
-}
-
-func readAll(d Device) error {
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
-		n := min(int64(len(buf)), d.Size()-off)
-		if err := d.ReadSectors(buf[:n], uint64(off/512)); err != nil {
-			return fmt.Errorf("read at %d: %w", off, err)
-		}
-	}
-	return nil
 }
 
 // PauseMerge implements proto.Daemon: every merge (and those initiated

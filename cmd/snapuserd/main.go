@@ -210,6 +210,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		Open:        func(req proto.InitRequest) (snapuserd.Device, error) { return snapuserd.OpenSnapshot(req, opts) },
 		Logger:      log,
 		StopCancels: stopCancels,
+		// The -no_socket daemon is the second-stage boot daemon: it
+		// verifies every partition in the background from the start
+		// (snapuserd.md §8), reading /dev/block/mapper/<misc> with
+		// O_DIRECT when that node exists.
+		VerifyOnStart: c.noSocket,
+		VerifyDevice:  mapperDevice,
 		Merge: snapuserd.MergeConfig{
 			Threads:   c.mergeThreads,
 			Nice:      c.mergeNice,
@@ -335,4 +341,14 @@ func handoff(ctx context.Context, c *config, log *slog.Logger) error {
 	defer proxy.Close()
 	log.Info("snapuserd_proxy ready", "proxy", proxyPath)
 	return proto.ServeHandoff(ctx, proxy, ul)
+}
+
+// mapperDevice is the partition's device-mapper node for update-verify, or
+// "" (verify through the handler's read path) when there is none.
+func mapperDevice(misc string) string {
+	p := "/dev/block/mapper/" + misc
+	if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		return p
+	}
+	return ""
 }
