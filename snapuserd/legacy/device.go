@@ -110,6 +110,10 @@ func New(name string, cowF, base faultfs.File, opts *Options) (*Device, error) {
 
 var _ dmuser.Handler = (*Device)(nil)
 
+// OpenAtStart tells the dm-user frontend to open the control node at start:
+// libsnapshot creates the dm-user device after init, sized by its reply.
+func (d *Device) OpenAtStart() bool { return true }
+
 // Size is the synthesized store's size in bytes.
 func (d *Device) Size() int64 { return d.lay.Size() }
 
