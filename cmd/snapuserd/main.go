@@ -8,6 +8,11 @@
 //	snapuserd -no_socket [-worker_count N] misc,cow,backing,base ...
 //	snapuserd -fuse_mount DIR -socket /tmp/snapuserd.sock
 //
+// Modes as AOSP's daemon: init with 5 fields (or a 4-part -no_socket
+// argument) serves a userspace snapshot; init with 4 fields (misc,cow,backing;
+// 3 parts with -no_socket) serves Android 12's dm-snapshot compatibility mode
+// (snapuserd/legacy) unless -user_snapshot forces userspace snapshots.
+//
 // Ours: -fuse_mount DIR exports every handler as the read-only file
 // DIR/<misc> instead of using /dev/dm-user; -dm_user_dir DIR overrides
 // /dev/dm-user; -allow_uid UID[,UID] admits non-root control clients.
