@@ -198,12 +198,10 @@ func TestNoSocketFuse(t *testing.T) {
 	}
 }
 
-// TestNoSocketLegacy: without -user_snapshot a 3-part argument serves the
-// COW as a dm-snapshot persistent exception store (here over FUSE).
-func TestNoSocketLegacy(t *testing.T) {
-	needFuse(t)
-	dir := t.TempDir()
-	cowPath, basePath := filepath.Join(dir, "system.cow"), filepath.Join(dir, "base.img")
+// writeLegacyCow writes a 64-block base and a v2 COW replacing blocks 3–10.
+func writeLegacyCow(t *testing.T, dir string) (cowPath, basePath string) {
+	t.Helper()
+	cowPath, basePath = filepath.Join(dir, "system.cow"), filepath.Join(dir, "base.img")
 	if err := os.WriteFile(basePath, make([]byte, 64*4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +209,7 @@ func TestNoSocketLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer fh.Close()
 	w, err := cow.NewWriterV2(fh, cow.WriterOptions{MaxBlocks: 64})
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +223,41 @@ func TestNoSocketLegacy(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fh.Close()
+	return cowPath, basePath
+}
+
+// TestSocketLegacyInit: over the control socket a 4-field init answers
+// success with the synthesized store's size (header, area 0 and 8 data
+// chunks: 10 chunks = 80 sectors); with -user_snapshot it fails.
+func TestSocketLegacyInit(t *testing.T) {
+	needFuse(t)
+	cowPath, basePath := writeLegacyCow(t, t.TempDir())
+	for _, tc := range []struct {
+		flags []string
+		want  uint64
+	}{{nil, 80}, {[]string{"-user_snapshot"}, 0}} {
+		d := startDaemon(t, tc.flags...)
+		c, err := client.Connect(t.Context(), d.sock, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.InitDmUserCow("system", cowPath, basePath, "")
+		if tc.want == 0 {
+			if err == nil {
+				t.Errorf("%v: legacy init answered %d sectors, want fail", tc.flags, n)
+			}
+		} else if err != nil || n != tc.want {
+			t.Errorf("%v: legacy init: %d sectors, %v; want %d", tc.flags, n, err, tc.want)
+		}
+		c.Close()
+	}
+}
+
+// TestNoSocketLegacy: without -user_snapshot a 3-part argument serves the
+// COW as a dm-snapshot persistent exception store (here over FUSE).
+func TestNoSocketLegacy(t *testing.T) {
+	needFuse(t)
+	cowPath, basePath := writeLegacyCow(t, t.TempDir())
 	mnt := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
