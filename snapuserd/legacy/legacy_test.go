@@ -476,8 +476,8 @@ func (f cutFile) Sync() error {
 }
 
 // TestPowerCut: the machine loses power at the n-th write or sync of the
-// COW or the base, for n sampled over the whole merge (every n with
-// VABC_LONG=1): both keep only synced data (plus, in some
+// COW or the base, for every n of the first 24 and a sample of the rest
+// (every n with VABC_LONG=1): both keep only synced data (plus, in some
 // trials, a random share of unsynced writes, torn at 4 KiB). After the
 // reboot a new daemon and a new kernel merge finish the job, and the base
 // must equal the target.
@@ -490,7 +490,15 @@ func TestPowerCut(t *testing.T) {
 			if os.Getenv("VABC_LONG") != "" {
 				stride = 1
 			}
-			for n := 1; ; n += 1 + r.IntN(stride) {
+			// Every point of the start (the first window's persist and the
+			// first steps), then a sample.
+			next := func(n int) int {
+				if n < 24 {
+					return n + 1
+				}
+				return n + 1 + r.IntN(stride)
+			}
+			for n := 1; ; n = next(n) {
 				pct := []int{0, 50, 100}[n%3]
 				cu := &cutter{n: n, cfg: faultfs.CrashCloneConfig{UnsyncedDataPercent: pct, RNG: r, PageSize: 4096}, f: tc.files()}
 				cowF, baseF := cutFile{cu.f.cow, cu}, cutFile{cu.f.base, cu}
@@ -635,5 +643,58 @@ func TestLayoutPrefix(t *testing.T) {
 	}
 	if _, err := NewLayout(order, len(order)+1, ra); err == nil {
 		t.Fatal("start past the ops accepted")
+	}
+}
+
+// TestLayoutExact pins the chunk numbering of Snapuserd::ReadMetadata on
+// small hand-checked merge orders: Replace/Zero ops first with consecutive
+// ids, two ids skipped before the first ordered batch (one when the first
+// ordered op is met, one for the batch), one before every further batch,
+// one after each read-ahead window, and metadata chunks (c mod 257 == 1)
+// never used.
+func TestLayoutExact(t *testing.T) {
+	cp := func(dst, src uint64) cow.Op { return cow.Op{Type: cow.OpCopy, NewBlock: dst, Source: src} }
+	rp := func(dst uint64) cow.Op { return cow.Op{Type: cow.OpReplace, NewBlock: dst} }
+	// Merge order: copies first (file order), then Replace descending.
+	order := []cow.Op{cp(10, 9), cp(11, 10), cp(20, 30), rp(5), rp(4)}
+	many := make([]cow.Op, 300)
+	for i := range many {
+		many[i] = rp(uint64(1000 - i))
+	}
+	for _, tc := range []struct {
+		name   string
+		order  []cow.Op
+		start  int
+		ra     int
+		want   []Exception // nil: only check the count and chunks
+		chunks uint64
+	}{
+		{"no read-ahead", order, 0, 0, []Exception{{4, 2}, {5, 3}, {20, 6}, {11, 7}, {10, 9}}, 10},
+		{"read-ahead 2", order, 0, 2, []Exception{{4, 2}, {5, 3}, {20, 6}, {11, 8}, {10, 10}}, 12},
+		{"after 1 merged", order, 1, 0, []Exception{{4, 2}, {5, 3}, {20, 6}, {11, 7}}, 8},
+		{"copies merged", order, 3, 0, []Exception{{4, 2}, {5, 3}}, 4},
+		{"all merged", order, 5, 0, []Exception{}, 2},
+		{"past area 0", many, 0, 0, nil, 2 + 300 + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := NewLayout(tc.order, tc.start, tc.ra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != nil && fmt.Sprint(l.exc) != fmt.Sprint(tc.want) {
+				t.Fatalf("exceptions %v, want %v", l.exc, tc.want)
+			}
+			if l.chunks != tc.chunks {
+				t.Fatalf("%d chunks (%d sectors), want %d", l.chunks, l.chunks*8, tc.chunks)
+			}
+			for _, e := range l.exc {
+				if IsMetadataChunk(e.NewChunk) {
+					t.Fatalf("exception %+v uses a metadata chunk", e)
+				}
+			}
+			if len(tc.order) == 300 && (l.exc[255].NewChunk != 257 || l.exc[256].NewChunk != 259 || l.areas != 2) {
+				t.Fatalf("area boundary: exceptions 255/256 at chunks %d/%d, %d areas", l.exc[255].NewChunk, l.exc[256].NewChunk, l.areas)
+			}
+		})
 	}
 }
