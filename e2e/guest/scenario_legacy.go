@@ -310,8 +310,9 @@ func legacySnapshot(ctx context.Context, e *env) error {
 }
 
 // legacyMerge: SIGKILL the daemon while the kernel merges; the kernel's I/O waits in the
-// dm-user queue, a new daemon (init + start again, same store size) picks it up, the merge
-// completes and the base equals the target.
+// dm-user queue, a new daemon (init + start again, same store size) picks it up, the
+// partition read while the merge goes on equals the target, the merge completes and the
+// base equals the target.
 func legacyMerge(ctx context.Context, e *env) error {
 	p, err := snapParamsFrom(cmdline())
 	if err != nil {
@@ -369,10 +370,18 @@ func legacyMerge(ctx context.Context, e *env) error {
 		if err := s.initStart(ctx); err != nil {
 			return fmt.Errorf("restart: %w", err)
 		}
+		// The partition is read whole while the kernel merges on: merged chunks come from
+		// the base, the others through the restarted daemon.
+		readErr := make(chan error, 1)
+		go func() { readErr <- expectHash(s.path, p.sha256, "snapshot-merge device read during the merge") }()
 		if err := s.waitMerge(ctx); err != nil {
+			<-readErr
 			return fmt.Errorf("merge after the restart: %w", err)
 		}
 		e.logf("kernel merge completed %s after the kill", time.Since(t0).Round(time.Millisecond))
+		if err := <-readErr; err != nil {
+			return err
+		}
 		if err := expectHash(s.path, p.sha256, "snapshot-merge device after the merge"); err != nil {
 			return err
 		}
