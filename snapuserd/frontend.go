@@ -46,8 +46,19 @@ type DmUser struct {
 // Name implements Frontend.
 func (f *DmUser) Name() string { return "dm-user" }
 
-// Prepare opens the control node's channels.
+// OpensAtStart is implemented by Devices whose dm-user device is created
+// after init (Android 12's legacy mode: libsnapshot sizes it with init's
+// num_sectors), so the dm-user frontend opens the control node at start.
+type OpensAtStart interface {
+	OpenAtStart() bool
+}
+
+// Prepare opens the control node's channels (at start for OpensAtStart
+// devices).
 func (f *DmUser) Prepare(misc string, dev Device) (Export, error) {
+	if d, ok := dev.(OpensAtStart); ok && d.OpenAtStart() {
+		return &lateDmUserExport{f: f, misc: misc, dev: dev}, nil
+	}
 	n := f.Workers
 	if n <= 0 {
 		n = 1
@@ -72,6 +83,45 @@ func (e *dmUserExport) Serve(ctx context.Context) error {
 func (e *dmUserExport) Close() error {
 	for _, c := range e.chans {
 		c.Close()
+	}
+	return nil
+}
+
+// lateDmUserExport opens the control node when the handler starts (Attach,
+// before start replies), like AOSP's Android 12 workers did.
+type lateDmUserExport struct {
+	f    *DmUser
+	misc string
+	dev  Device
+	exp  Export
+}
+
+func (e *lateDmUserExport) Attach() error {
+	if e.exp != nil {
+		return nil
+	}
+	n := e.f.Workers
+	if n <= 0 {
+		n = 1
+	}
+	chans, err := dmuser.OpenChannels(e.f.Dir, e.misc, n)
+	if err != nil {
+		return fmt.Errorf("snapuserd: dm-user control node for %s: %w", e.misc, err)
+	}
+	e.exp = &dmUserExport{srv: dmuser.NewServer(e.misc, e.dev, chans, e.f.Logger), chans: chans}
+	return nil
+}
+
+func (e *lateDmUserExport) Serve(ctx context.Context) error {
+	if e.exp == nil {
+		return fmt.Errorf("snapuserd: %s: served before its control node was opened", e.misc)
+	}
+	return e.exp.Serve(ctx)
+}
+
+func (e *lateDmUserExport) Close() error {
+	if e.exp != nil {
+		return e.exp.Close()
 	}
 	return nil
 }

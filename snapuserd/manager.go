@@ -105,16 +105,15 @@ func NewManager(cfg Config) *Manager {
 		limiter: merge.NewLimiter(n), mergeThreads: n}
 }
 
-// ErrLegacy is returned for the 4-field init of Android 12's dm-snapshot
-// compatibility mode (Mode A), which this daemon does not implement — like
-// current AOSP snapuserd ("No support for legacy snapshots").
-var ErrLegacy = errors.New("snapuserd: legacy dm-snapshot mode (4-field init) is not implemented; userspace snapshots only")
+// ErrLegacy is returned by OpenSnapshot for the 4-field init of Android
+// 12's dm-snapshot compatibility mode (Mode A): the userspace-snapshot read
+// path does not serve it (package snapuserd/legacy does; the Opener picks).
+var ErrLegacy = errors.New("snapuserd: legacy dm-snapshot mode (4-field init) is not served by userspace snapshots")
 
-// InitHandler implements proto.Daemon.
+// InitHandler implements proto.Daemon. The Opener decides which requests
+// it serves (the 4-field legacy form selects Mode A unless the daemon runs
+// with -user_snapshot).
 func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
-	if req.Legacy {
-		return 0, ErrLegacy
-	}
 	// The name becomes a path component (/dev/dm-user/<misc>, the FUSE
 	// mount): ../victim must not name another file.
 	if err := proto.CheckMiscName(req.Misc); err != nil {

@@ -31,9 +31,12 @@ func openAsPeer(p *proto.Peer, req proto.InitRequest) ([]*os.File, proto.InitReq
 		// back to Go's thread pool.
 		runtime.LockOSThread()
 		var r result
-		r.files, r.err = openWithCreds(p, []peerPath{
-			{req.Cow, os.O_RDWR, "COW"}, {req.Backing, os.O_RDONLY, "source device"}, {req.BasePath, os.O_RDWR, "base device"},
-		})
+		paths := []peerPath{{req.Cow, os.O_RDWR, "COW"}, {req.Backing, os.O_RDONLY, "source device"}}
+		if !req.Legacy {
+			// The legacy (Android 12) form names no base device.
+			paths = append(paths, peerPath{req.BasePath, os.O_RDWR, "base device"})
+		}
+		r.files, r.err = openWithCreds(p, paths)
 		done <- r
 	}()
 	r := <-done
@@ -43,7 +46,9 @@ func openAsPeer(p *proto.Peer, req proto.InitRequest) ([]*os.File, proto.InitReq
 	pinned := req
 	pinned.Cow = procFD(r.files[0])
 	pinned.Backing = procFD(r.files[1])
-	pinned.BasePath = procFD(r.files[2])
+	if len(r.files) > 2 {
+		pinned.BasePath = procFD(r.files[2])
+	}
 	return r.files, pinned, nil
 }
 

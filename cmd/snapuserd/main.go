@@ -8,6 +8,11 @@
 //	snapuserd -no_socket [-worker_count N] misc,cow,backing,base ...
 //	snapuserd -fuse_mount DIR -socket /tmp/snapuserd.sock
 //
+// Modes as AOSP's daemon: init with 5 fields (or a 4-part -no_socket
+// argument) serves a userspace snapshot; init with 4 fields (misc,cow,backing;
+// 3 parts with -no_socket) serves Android 12's dm-snapshot compatibility mode
+// (snapuserd/legacy) unless -user_snapshot forces userspace snapshots.
+//
 // Ours: -fuse_mount DIR exports every handler as the read-only file
 // DIR/<misc> instead of using /dev/dm-user; -dm_user_dir DIR overrides
 // /dev/dm-user; -allow_uid UID[,UID] admits non-root control clients.
@@ -34,6 +39,7 @@ import (
 
 	"github.com/vabc-go/vabc/kernel/fuse"
 	"github.com/vabc-go/vabc/snapuserd"
+	"github.com/vabc-go/vabc/snapuserd/legacy"
 	"github.com/vabc-go/vabc/snapuserd/proto"
 )
 
@@ -111,7 +117,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.socket, "socket", proto.DefaultSocketName, "control socket: a name in /dev/socket or a path")
 	fs.BoolVar(&c.noSocket, "no_socket", false, "no control socket; each positional argument misc,cow,backing,base is initialized and started")
 	fs.BoolVar(&c.socketHandoff, "socket_handoff", false, "act as snapuserd_proxy: hand the control socket (-socket) over the proxy socket (snapuserd_proxy, or <socket>_proxy for a path) to the -no_socket daemon, then exit")
-	fs.BoolVar(&c.userSnapshot, "user_snapshot", false, "force userspace snapshots (always on: legacy dm-snapshot mode is not implemented)")
+	fs.BoolVar(&c.userSnapshot, "user_snapshot", false, "force userspace snapshots: refuse the legacy (Android 12 dm-snapshot) init form; without it a 4-field init (misc,cow,backing) serves the COW as a dm-snapshot exception store")
 	fs.BoolVar(&c.ioUring, "io_uring", false, "send merge writes through io_uring when the kernel allows it (falls back to synchronous I/O); reads stay synchronous")
 	fs.BoolVar(&c.oDirect, "o_direct", false, "read the source device with O_DIRECT")
 	fs.IntVar(&c.cowOpMerge, "cow_op_merge_size", 0, "cap of ops per merge I/O batch (0 = uncapped)")
@@ -207,7 +213,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	opts := &snapuserd.SnapshotOptions{ODirect: c.oDirect}
 	mgr := snapuserd.NewManager(snapuserd.Config{
 		Frontend:    fe,
-		Open:        func(req proto.InitRequest) (snapuserd.Device, error) { return snapuserd.OpenSnapshot(req, opts) },
+		Open:        opener(c, opts),
 		Logger:      log,
 		StopCancels: stopCancels,
 		// The -no_socket daemon is the second-stage boot daemon: it
@@ -236,7 +242,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 			case 3:
 				req = proto.InitRequest{Misc: parts[0], Cow: parts[1], Backing: parts[2], Legacy: true}
 			default:
-				return fmt.Errorf("bad init argument %q: want misc,cow,backing,base", a)
+				return fmt.Errorf("bad init argument %q: want misc,cow,backing,base (or misc,cow,backing for legacy mode)", a)
 			}
 			n, err := mgr.InitHandler(req)
 			if err != nil {
@@ -282,6 +288,22 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 	}
 	log.Info("control socket ready", "addr", ln.Addr().String(), "frontend", fe.Name(), "workers", workers)
 	return runControl(ctx, ln, mgr, c, log, stopCancels)
+}
+
+// opener picks the handler for an init request as AOSP's daemon picks its
+// mode: the 4-field (legacy, Android 12) form is served as a dm-snapshot
+// exception store (snapuserd/legacy) unless -user_snapshot forces
+// userspace snapshots; the 5-field form always uses userspace snapshots.
+func opener(c *config, opts *snapuserd.SnapshotOptions) snapuserd.Opener {
+	return func(req proto.InitRequest) (snapuserd.Device, error) {
+		if !req.Legacy {
+			return snapuserd.OpenSnapshot(req, opts)
+		}
+		if c.userSnapshot {
+			return nil, fmt.Errorf("legacy init of %s (misc,cow,backing) refused: -user_snapshot forces userspace snapshots (init,misc,cow,backing,base_path_merge)", req.Misc)
+		}
+		return legacy.Open(req, nil)
+	}
 }
 
 func allowedUIDs(c *config) ([]int, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/snapuserd/client"
+	"github.com/vabc-go/vabc/snapuserd/legacy"
 	"github.com/vabc-go/vabc/snapuserd/snapuserdtest"
 )
 
@@ -189,10 +191,100 @@ func TestNoSocketFuse(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// Legacy 3-part argument is refused with a clear error.
-	err := run(t.Context(), []string{"-no_socket", "-fuse_mount", t.TempDir(), "x," + f.Cow + "," + f.Source}, io.Discard, io.Discard)
+	// With -user_snapshot the legacy 3-part argument is refused with a clear error.
+	err := run(t.Context(), []string{"-no_socket", "-user_snapshot", "-fuse_mount", t.TempDir(), "x," + f.Cow + "," + f.Source}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "legacy") {
-		t.Errorf("legacy init: %v", err)
+		t.Errorf("legacy init with -user_snapshot: %v", err)
+	}
+}
+
+// writeLegacyCow writes a 64-block base and a v2 COW replacing blocks 3–10.
+func writeLegacyCow(t *testing.T, dir string) (cowPath, basePath string) {
+	t.Helper()
+	cowPath, basePath = filepath.Join(dir, "system.cow"), filepath.Join(dir, "base.img")
+	if err := os.WriteFile(basePath, make([]byte, 64*4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.Create(cowPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w, err := cow.NewWriterV2(fh, cow.WriterOptions{MaxBlocks: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddRawBlocks(3, bytes.Repeat([]byte{'n'}, 8*4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cowPath, basePath
+}
+
+// TestSocketLegacyInit: over the control socket a 4-field init answers
+// success with the synthesized store's size (header, area 0 and 8 data
+// chunks: 10 chunks = 80 sectors); with -user_snapshot it fails.
+func TestSocketLegacyInit(t *testing.T) {
+	needFuse(t)
+	cowPath, basePath := writeLegacyCow(t, t.TempDir())
+	for _, tc := range []struct {
+		flags []string
+		want  uint64
+	}{{nil, 80}, {[]string{"-user_snapshot"}, 0}} {
+		d := startDaemon(t, tc.flags...)
+		c, err := client.Connect(t.Context(), d.sock, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.InitDmUserCow("system", cowPath, basePath, "")
+		if tc.want == 0 {
+			if err == nil {
+				t.Errorf("%v: legacy init answered %d sectors, want fail", tc.flags, n)
+			}
+		} else if err != nil || n != tc.want {
+			t.Errorf("%v: legacy init: %d sectors, %v; want %d", tc.flags, n, err, tc.want)
+		}
+		c.Close()
+	}
+}
+
+// TestNoSocketLegacy: without -user_snapshot a 3-part argument serves the
+// COW as a dm-snapshot persistent exception store (here over FUSE).
+func TestNoSocketLegacy(t *testing.T) {
+	needFuse(t)
+	cowPath, basePath := writeLegacyCow(t, t.TempDir())
+	mnt := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-no_socket", "-fuse_mount", mnt, "vendor," + cowPath + "," + basePath}, io.Discard, io.Discard)
+	}()
+	p := filepath.Join(mnt, "vendor")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := os.ReadFile(p)
+		if err == nil {
+			if len(got) < 8192 || binary.LittleEndian.Uint32(got) != legacy.Magic || binary.LittleEndian.Uint32(got[12:]) != legacy.ChunkSectors {
+				t.Fatalf("legacy export (%d bytes) does not start with a dm-snapshot disk_header", len(got))
+			}
+			if binary.LittleEndian.Uint64(got[4096+8:]) == 0 {
+				t.Fatal("legacy export has no exception in area 0")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("export did not appear: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -128,9 +128,15 @@ func expectSuccess(cmd, reply string, err error) error {
 func (c *Client) Query() (string, error) { return c.call("query") }
 
 // InitDmUserCow sends init,<misc>,<cow>,<backing>,<base> and returns the
-// device size in sectors.
+// device size in sectors. An empty basePath sends the 4-field legacy form
+// (Android 12 dm-snapshot mode; the reply is the synthesized store's size),
+// as AOSP's client does for an empty base_path_merge.
 func (c *Client) InitDmUserCow(misc, cow, backing, basePath string) (uint64, error) {
-	msg := strings.Join([]string{"init", misc, cow, backing, basePath}, ",")
+	fields := []string{"init", misc, cow, backing}
+	if basePath != "" {
+		fields = append(fields, basePath)
+	}
+	msg := strings.Join(fields, ",")
 	reply, err := c.call(msg)
 	if err != nil {
 		return 0, err

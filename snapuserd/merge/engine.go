@@ -71,6 +71,8 @@ type Engine struct {
 	paused  bool
 	parked  bool
 	curWin  int
+	kernel  bool // kernel-driven merge (kernel.go): StartKernelMerge was called
+	kdone   int  // merge-order ops the kernel merged so far (kernel.go)
 }
 
 type extent struct {

@@ -35,6 +35,12 @@ func (e *Engine) ReadBlock(b uint64, p []byte) error {
 		return e.readBase(p, int64(b)*e.bs)
 	}
 	e.mu.Lock()
+	if e.kernel && i < e.kdone {
+		// A kernel-driven merge (kernel.go) wrote and flushed it, maybe in a
+		// window not committed yet.
+		e.mu.Unlock()
+		return e.readBase(p, int64(b)*e.bs)
+	}
 	switch w.state {
 	case WindowPending:
 		w.refs++
