@@ -25,6 +25,8 @@ import (
 //   - short-then-read: a short payload ends when the channel reads again;
 //   - readv-framing: readv with room for two messages returns one; the payload of a WRITE
 //     request comes with its header in one readv;
+//   - uring-framing: the same for io_uring READV and READ, answers by io_uring WRITEV and
+//     WRITE (uring.go);
 //   - never-answers: a daemon that keeps its fd open but never reads, stops reading half way
 //     through a message, or never answers → EIO after dm_user_request_timeout_msec; a late
 //     answer gets EINVAL; the channel's read stream stays framed (zero padding);
@@ -160,6 +162,7 @@ func dmuserBadReply(ctx context.Context, e *env) error {
 		{"bad-answers", brBadAnswers},
 		{"short-then-read", brShortThenRead},
 		{"readv-framing", brReadvFraming},
+		{"uring-framing", brURingFraming},
 		{"never-answers", brNeverAnswers},
 		{"suspend-full-queue", brSuspendFullQueue},
 		{"misc-name-per-device", brMiscNamePerDevice},
@@ -556,6 +559,16 @@ func brSuspendFullQueue(ctx context.Context, e *env, c *dm.Control) error {
 		rs = append(rs, asyncRead(path, int64(50+i)*4096, 4096))
 	}
 	if err := waitOutstanding(ctx, c, name, 2); err != nil {
+		return err
+	}
+	// All six must be inside the target (2 visible to the daemon, 4 on the backlog), not
+	// still on their way to dm: bios arriving after the suspend wait for the resume.
+	inflight := "/sys/dev/block/" + devName(path) + "/inflight"
+	if err := waitFor(ctx, "6 reads in flight ("+inflight+")", 10*time.Millisecond, func() (bool, error) {
+		b, err := os.ReadFile(inflight)
+		f := strings.Fields(string(b))
+		return err == nil && len(f) == 2 && f[0] == "6", err
+	}); err != nil {
 		return err
 	}
 	t0 := time.Now()
