@@ -150,3 +150,34 @@ func TestVerdictKernelCmdline(t *testing.T) {
 		t.Errorf("vm_kernel_cmdline: %d %q", code, out)
 	}
 }
+
+// make test runs the VM tests when qemu is there; in CI (CI set) or with
+// VABC_REQUIRE_VM=1 a missing qemu fails instead of passing silently.
+func TestMakeTestRequiresVMInCI(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	for _, tc := range []struct {
+		env  []string
+		fail bool
+		want string
+	}{
+		{[]string{"CI=true"}, true, "vm-test: FAIL"},
+		{[]string{"VABC_REQUIRE_VM=1"}, true, "vm-test: FAIL"},
+		{nil, false, "vm-test: skipped"},
+	} {
+		t.Run(strings.Join(tc.env, ","), func(t *testing.T) {
+			cmd := exec.Command("make", "-s", "-C", "../..", "vm-test-if-available", "QEMU=/nonexistent/qemu-system-x86_64")
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, "VABC_REQUIRE_VM=") && !strings.HasPrefix(kv, "MAKEFLAGS=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+			cmd.Env = append(cmd.Env, tc.env...)
+			out, err := cmd.CombinedOutput()
+			if (err != nil) != tc.fail || !strings.Contains(string(out), tc.want) {
+				t.Errorf("make vm-test-if-available with %v: %v, output %q; want failure %v and %q", tc.env, err, out, tc.fail, tc.want)
+			}
+		})
+	}
+}
