@@ -181,3 +181,46 @@ func TestMakeTestRequiresVMInCI(t *testing.T) {
 		})
 	}
 }
+
+// Real consoles of passing runs (testdata/console/clean-*.log, copied from e2e/out) pass
+// every check; the same console with a 6.1 kernel GPF report (no "Oops" in it) spliced in
+// fails the kernel check.
+func TestVerdictRealConsoles(t *testing.T) {
+	logs, err := filepath.Glob("testdata/console/clean-*.log")
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no real consoles: %v", err)
+	}
+	const gpf = "KMSG: <4> general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] PREEMPT SMP NOPTI\n" +
+		"KMSG: <4> CPU: 0 PID: 131 Comm: init Tainted: G           OE      6.1.0-57-amd64 #1  Debian 6.1.192-3\n" +
+		"KMSG: <4> RIP: 0010:dmu_write_iter+0x1a2/0x520 [dm_user]\n"
+	for _, p := range logs {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log := string(b)
+			var names []string
+			for _, l := range strings.Split(log, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "VMTEST-RESULT: "); ok {
+					names = append(names, strings.Fields(rest)[0])
+				}
+			}
+			if len(names) == 0 {
+				t.Fatal("no results in the console")
+			}
+			for _, fn := range []string{"vm_check_finished", "vm_check_kernel"} {
+				if code, out := runVerdict(t, fn, log); code != 0 {
+					t.Errorf("%s: status %d %q", fn, code, out)
+				}
+			}
+			if code, out := runVerdict(t, "vm_check_results", log, names...); code != 0 {
+				t.Errorf("vm_check_results %v: status %d %q", names, code, out)
+			}
+			i := strings.Index(log, "VMTEST-RESULT: ")
+			if code, _ := runVerdict(t, "vm_check_kernel", log[:i]+gpf+log[i:]); code == 0 {
+				t.Error("a GPF report in a real console passed the kernel check")
+			}
+		})
+	}
+}
