@@ -10,7 +10,8 @@
 //	VMTEST-DONE
 //
 // The same binary is multi-call: "passthrough-daemon" runs the dm-user test daemon as a
-// separate process, so scenarios can SIGKILL it; "list-scenarios" (on the host) prints the
+// separate process, so scenarios can SIGKILL it (as "dm-suspend NAME" does a suspend);
+// "list-scenarios" (on the host) prints the
 // registered scenario names, one per line.
 package main
 
@@ -30,6 +31,10 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "passthrough-daemon" {
 		os.Exit(daemonMain(os.Args[2:]))
+	}
+	if len(os.Args) > 2 && os.Args[1] == "dm-suspend" {
+		// A suspend in a process of its own, so that a scenario can SIGKILL it.
+		os.Exit(dmSuspendMain(os.Args[2]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "list-scenarios" {
 		// For e2e/run.sh on the host: the scenarios a run without names asks for.

@@ -32,6 +32,9 @@ import (
 //     answer gets EINVAL; the channel's read stream stays framed (zero padding);
 //   - suspend-full-queue: the outstanding limit reached with a silent daemon, then suspend:
 //     map() does not sleep, suspend returns once the requests time out;
+//   - suspend-interruptible: the same with no request timeout: the suspend waits for the
+//     six reads, and a SIGKILL ends it at once (it waits interruptibly for I/O, not in
+//     dm's SRCU grace period behind a map() asleep); the daemon then serves them all;
 //   - misc-name-per-device: another mapped device cannot take a misc name in use;
 //   - max-io-rounding: dm_user_max_io_sectors=1001 (module reloaded) still hands the daemon
 //     whole 4 KiB blocks (rounded down to 1000 sectors).
@@ -165,6 +168,7 @@ func dmuserBadReply(ctx context.Context, e *env) error {
 		{"uring-framing", brURingFraming},
 		{"never-answers", brNeverAnswers},
 		{"suspend-full-queue", brSuspendFullQueue},
+		{"suspend-interruptible", brSuspendInterruptible},
 		{"misc-name-per-device", brMiscNamePerDevice},
 		{"max-io-rounding", brMaxIORounding},
 	}
@@ -563,12 +567,7 @@ func brSuspendFullQueue(ctx context.Context, e *env, c *dm.Control) error {
 	}
 	// All six must be inside the target (2 visible to the daemon, 4 on the backlog), not
 	// still on their way to dm: bios arriving after the suspend wait for the resume.
-	inflight := "/sys/dev/block/" + devName(path) + "/inflight"
-	if err := waitFor(ctx, "6 reads in flight ("+inflight+")", 10*time.Millisecond, func() (bool, error) {
-		b, err := os.ReadFile(inflight)
-		f := strings.Fields(string(b))
-		return err == nil && len(f) == 2 && f[0] == "6", err
-	}); err != nil {
+	if err := waitInflight(ctx, path, 6); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -594,6 +593,114 @@ func brSuspendFullQueue(ctx context.Context, e *env, c *dm.Control) error {
 	}
 	if _, err := c.Resume(name); err != nil {
 		return err
+	}
+	return nil
+}
+
+// waitInflight waits (at most 5 s) until dm counts n reads in flight on the device: dm
+// starts accounting a bio when the target's map() has returned.
+func waitInflight(ctx context.Context, path string, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	inflight := "/sys/dev/block/" + devName(path) + "/inflight"
+	return waitFor(ctx, fmt.Sprintf("%d reads in flight (%s; map() must not hold them)", n, inflight), 10*time.Millisecond, func() (bool, error) {
+		b, err := os.ReadFile(inflight)
+		f := strings.Fields(string(b))
+		return err == nil && len(f) == 2 && f[0] == fmt.Sprint(n), err
+	})
+}
+
+func dmSuspendMain(name string) int {
+	c, err := dm.Open()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dm-suspend:", err)
+		return 1
+	}
+	defer c.Close()
+	if err := c.Suspend(name, false); err != nil {
+		fmt.Fprintln(os.Stderr, "dm-suspend:", err)
+		return 1
+	}
+	return 0
+}
+
+// brSuspendInterruptible: no request timeout, the outstanding limit (2) reached, a silent
+// daemon, six reads inside the target; a suspend in a child process must be waiting for
+// them and die at once on SIGKILL; then the daemon serves all six.
+func brSuspendInterruptible(ctx context.Context, e *env, c *dm.Control) error {
+	const name = "t-bad8"
+	restoreT, err := setParam(requestTimeoutParam, "0")
+	if err != nil {
+		return err
+	}
+	defer restoreT()
+	restoreL, err := setParam(maxOutstandingParam, "2")
+	if err != nil {
+		return err
+	}
+	defer restoreL()
+	defer cleanup(c, name)
+	path, ch, err := brDevice(c, name, 1<<20)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	rs := map[uint64]<-chan ioResult{}
+	for i := range 6 {
+		rs[uint64(70+i)*8] = asyncRead(path, int64(70+i)*4096, 4096)
+	}
+	if err := waitOutstanding(ctx, c, name, 2); err != nil {
+		return err
+	}
+	if err := waitInflight(ctx, path, 6); err != nil {
+		return err
+	}
+	p, err := startProcess(e, "dm-suspend", "/proc/self/exe", "dm-suspend", name)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("suspend returned with six reads unanswered: %v %q", p.err, p.output())
+	case <-time.After(500 * time.Millisecond):
+	}
+	t0 := time.Now()
+	p.cmd.Process.Signal(unix.SIGKILL)
+	select {
+	case <-p.done:
+		e.logf("suspend waiting for a silent daemon died %.3fs after SIGKILL", time.Since(t0).Seconds())
+	case <-time.After(3 * time.Second):
+		// Unblock it (serve below) before failing.
+		err = errors.New("suspend still alive 3 s after SIGKILL: it cannot be interrupted")
+	}
+	for range 6 {
+		h, herr := readHeader(ch)
+		if herr != nil {
+			return herr
+		}
+		if werr := writeRaw(ch, append(successHeader(h), blockData(int(h.Sector/8))...)); werr != nil {
+			return werr
+		}
+	}
+	<-p.done
+	if err != nil {
+		return err
+	}
+	for sector, r := range rs {
+		res, err := awaitIO(r, "read after the suspend was killed")
+		if err != nil {
+			return err
+		}
+		if res.err != nil || !bytes.Equal(res.data, blockData(int(sector/8))) {
+			return fmt.Errorf("block %d after the suspend was killed: %v", sector/8, res.err)
+		}
+	}
+	info, err := c.Info(name)
+	if err != nil {
+		return err
+	}
+	if info.Suspended() {
+		return errors.New("device left suspended by the killed suspend")
 	}
 	return nil
 }
