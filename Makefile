@@ -8,7 +8,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 export GOFLAGS := -buildvcs=false
 export CGO_ENABLED := 0
 
-.PHONY: all deps build test unit-test vm-test lint fmt-check vet staticcheck bench demo fuzz proto clean
+.PHONY: all deps build test unit-test vm-test vm-test-if-available lint fmt-check vet staticcheck bench demo fuzz proto clean
 
 all: build
 
@@ -22,11 +22,19 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: lint, all Go tests (fuzz seeds included), then the VM tests when qemu is installed
+## (in CI, i.e. with CI set, or with VABC_REQUIRE_VM=1, a missing qemu or 6.12 kernel fails)
 test: lint unit-test
-	@if [ -x e2e/run.sh ] && command -v qemu-system-x86_64 >/dev/null 2>&1; then \
+	@$(MAKE) --no-print-directory vm-test-if-available
+
+VABC_REQUIRE_VM ?= $(if $(CI),1,0)
+QEMU ?= qemu-system-x86_64
+vm-test-if-available:
+	@if [ -x e2e/run.sh ] && command -v $(QEMU) >/dev/null 2>&1; then \
 		$(MAKE) vm-test; \
+	elif [ "$(VABC_REQUIRE_VM)" = 1 ]; then \
+		echo "vm-test: FAIL: $(QEMU) not installed, and VABC_REQUIRE_VM=1 (CI): the VM tests must run (make deps)"; exit 1; \
 	else \
-		echo "vm-test: skipped (qemu-system-x86_64 not installed; run make deps)"; \
+		echo "vm-test: skipped ($(QEMU) not installed; run make deps)"; \
 	fi
 
 unit-test:
@@ -37,6 +45,8 @@ unit-test:
 vm-test: build
 	bash e2e/run.sh
 	@if [ -e e2e/cache/current-bpo.env ]; then VABC_KERNEL=bpo bash e2e/run.sh; \
+	elif [ "$(VABC_REQUIRE_VM)" = 1 ]; then \
+		echo "vm-test: FAIL: the 6.12 backports kernel is not cached, and VABC_REQUIRE_VM=1 (CI) (make deps fetches it)"; exit 1; \
 	else echo "vm-test: the 6.12 backports kernel is not cached (make deps fetches it); 6.12 not run"; fi
 
 lint: fmt-check vet staticcheck

@@ -5,8 +5,10 @@
 # every scenario in one boot and print
 #   RESULT <scenario> PASS | FAIL <reason> | SKIP <reason>
 #   vm-test took <seconds>s
-# Exit status is non-zero when a scenario fails or is missing (SKIP), the VM does not
-# finish, or the console shows a kernel Oops, BUG or WARNING. Scenarios with an
+# Exit status is non-zero when a scenario fails, is missing (SKIP) or was requested but
+# printed no result, the VM does not finish, or the console shows a kernel crash, warning,
+# hung task or RCU stall (e2e/verdict.sh; the guest boots with oops=panic and a 15 s
+# hung-task timeout). Scenarios with an
 # after-reboot check (the snapuserd ones: the merged base must equal the target) print
 # VMTEST-REBOOT when their first half passed; the VM is then booted a second time with the
 # same disk images to run those checks, and the scenario passes only if both halves do.
@@ -22,6 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=e2e/verdict.sh
+. e2e/verdict.sh
 OUT=$ROOT/e2e/out
 mkdir -p "$OUT"
 t_start=$(date +%s.%N)
@@ -45,7 +49,8 @@ t0=$(date +%s.%N)
 MODB=$OUT/dm-user-build
 rm -rf "$MODB" && mkdir -p "$MODB"
 cp kernel/dm-user/Kbuild kernel/dm-user/*.c kernel/dm-user/*.h "$MODB"/
-if ! make -s -C "$KBUILD" M="$MODB" modules >"$OUT/module-build.log" 2>&1; then
+# W=1: the extra warnings must stay clean on both kernels (any warning fails below).
+if ! make -s -C "$KBUILD" M="$MODB" W=1 modules >"$OUT/module-build.log" 2>&1; then
 	cat "$OUT/module-build.log" >&2
 	echo "RESULT module-build FAIL make -C $KBUILD failed"
 	exit 1
@@ -179,7 +184,7 @@ boot() {
 	qemu-system-x86_64 -accel tcg -cpu max -m "${VM_MEM:-512M}" -smp "${VM_SMP:-1}" \
 		-nodefaults -display none -serial stdio -no-reboot \
 		-kernel "$VMLINUX" -initrd "$OUT/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 quiet no_timer_check $append" \
+		-append "console=ttyS0 panic=-1 quiet no_timer_check $(vm_kernel_cmdline) $append" \
 		-drive file="$OUT/vda.img",if=virtio,format=raw,cache=unsafe \
 		-drive file="$OUT/vdb.img",if=virtio,format=raw,cache=unsafe \
 		-drive file="$OUT/vdc.img",if=virtio,format=raw,cache=unsafe \
@@ -205,25 +210,22 @@ boot() {
 }
 
 fail=0
-# finished LOG: the guest reached VMTEST-DONE (else a FAIL line and the log's tail).
-finished() {
-	if ! grep -aq '^VMTEST-DONE' "$1"; then
-		local why="VM did not finish"
-		[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"
-		echo "RESULT vm FAIL $why (see $1)"
-		tail -n 30 "$1" >&2
-		fail=1
-	fi
+# judge_console LOG NAME...: the console verdicts of one boot (e2e/verdict.sh): the guest
+# finished, the kernel log is clean, and every requested scenario printed a result.
+judge_console() {
+	local log=$1 why="VM did not finish"
+	shift
+	[ "$timed_out" = 1 ] && why="VM killed after ${VM_TIMEOUT}s timeout"
+	vm_check_finished "$log" "$why" || fail=1
+	vm_check_kernel "$log" || fail=1
+	vm_check_results "$log" "$@" || fail=1
 }
-# kernel_clean LOG: no Oops/BUG/WARNING on the console.
-kernel_clean() {
-	local bad
-	if bad=$(grep -aE '(^|[^A-Za-z_])(Oops|BUG|WARNING)([^A-Za-z_]|$)' "$1" | grep -av '^VMTEST' | head -5) && [ -n "$bad" ]; then
-		echo "RESULT kernel-log FAIL console ($1) shows: $(echo "$bad" | head -1 | tr -s ' ' | cut -c1-160)"
-		echo "$bad" >&2
-		fail=1
-	fi
-}
+# The scenarios this run asks for: the named ones, or every registered one.
+if [ $# -gt 0 ]; then
+	requested=("$@")
+else
+	mapfile -t requested < <("$OUT/init" list-scenarios)
+fi
 
 # 6. First boot: every scenario.
 LOG=$OUT/console.log
@@ -241,8 +243,7 @@ while read -r _ name v t r; do
 	verdict[$name]=$v secs[$name]=$t reason[$name]=$r
 done < <(grep -a '^VMTEST-RESULT: ' "$LOG" | tr -d '\r')
 mapfile -t reboot < <(grep -a '^VMTEST-REBOOT: ' "$LOG" | tr -d '\r' | awk '{print $2}')
-finished "$LOG"
-kernel_clean "$LOG"
+judge_console "$LOG" "${requested[@]}"
 
 # 7. Second boot with the same disks for the after-reboot checks of the scenarios that passed.
 if [ ${#reboot[@]} -gt 0 ]; then
@@ -261,8 +262,7 @@ if [ ${#reboot[@]} -gt 0 ]; then
 			verdict[$name]=FAIL reason[$name]="no result after the reboot (see $LOG2)"
 		fi
 	done
-	finished "$LOG2"
-	kernel_clean "$LOG2"
+	judge_console "$LOG2"
 fi
 
 for name in "${order[@]}"; do

@@ -10,7 +10,9 @@
 //	VMTEST-DONE
 //
 // The same binary is multi-call: "passthrough-daemon" runs the dm-user test daemon as a
-// separate process, so scenarios can SIGKILL it.
+// separate process, so scenarios can SIGKILL it (as "dm-suspend NAME" does a suspend);
+// "list-scenarios" (on the host) prints the
+// registered scenario names, one per line.
 package main
 
 import (
@@ -29,6 +31,17 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "passthrough-daemon" {
 		os.Exit(daemonMain(os.Args[2:]))
+	}
+	if len(os.Args) > 2 && os.Args[1] == "dm-suspend" {
+		// A suspend in a process of its own, so that a scenario can SIGKILL it.
+		os.Exit(dmSuspendMain(os.Args[2]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "list-scenarios" {
+		// For e2e/run.sh on the host: the scenarios a run without names asks for.
+		for _, s := range scenarios {
+			fmt.Println(s.name)
+		}
+		return
 	}
 	if os.Getpid() != 1 {
 		// Outside the VM: refuse to mount and power off the host.
@@ -209,6 +222,9 @@ func setup() error {
 		logf("busybox --install: %v: %s", err, out)
 	}
 	logf("kernel %s", strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")))
+	// e2e/run.sh boots with oops=panic and a 15 s hung-task timeout; show they took.
+	logf("panic_on_oops=%s hung_task_timeout_secs=%s", strings.TrimSpace(readFile("/proc/sys/kernel/panic_on_oops")),
+		strings.TrimSpace(readFile("/proc/sys/kernel/hung_task_timeout_secs")))
 	mods := []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-snapshot", "dm-zero", "loop", "ext4"}
 	out, err := exec.Command("/sbin/modprobe", append([]string{"-a"}, mods...)...).CombinedOutput()
 	if err != nil {

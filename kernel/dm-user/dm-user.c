@@ -13,24 +13,51 @@
  *
  * Objects:
  *   dmu_core    one per misc name; shared by every table (live or inactive)
- *               that names it, so a reload keeps the daemon's channels.
- *               Refcounted: one reference for all targets together, one per
- *               open channel.
+ *               of ONE mapped device that names it, so a reload keeps the
+ *               daemon's channels. Another mapped device cannot use the name
+ *               while it exists. Refcounted: one reference for all targets
+ *               together, one per open channel.
  *   dmu_channel one per open() of /dev/dm-user/<name>. A message read on a
  *               channel is answered on that channel. When a channel closes,
  *               its unanswered messages go back to the core's queue so that
  *               another (or a restarted) daemon can serve them.
  *   dmu_msg     lives in the per-bio data of the dm clone bio.
  *
+ * Message life: map() puts a message on the queue (or, when
+ * dm_user_max_outstanding messages are already queued or taken, on the
+ * backlog, which the daemon cannot see; map() never sleeps). A channel's
+ * read() takes it (rd_msg) and, once header and payload are read, parks it on
+ * the channel's await list; write() finds it there by seq, checks the answer
+ * header against the request and, for a READ, copies the payload into the bio
+ * (wr_msg). Completion frees an outstanding slot and promotes the backlog.
+ *
+ * Answer framing (write side):
+ *   - an answer header must echo the request's seq, sector, len and flags,
+ *     and carry SUCCESS, ERROR or UNSUPPORTED, or the request fails with EIO
+ *     and write() returns EINVAL;
+ *   - one write() (or writev(), or io_uring write) carries bytes of one
+ *     answer only: bytes beyond the end of the answer fail it with EIO
+ *     (EINVAL), so bytes of a following header never reach a bio;
+ *   - a payload that stops short is detected when the same channel reads
+ *     again, or when a new write() starts with a header that exactly matches
+ *     another request awaiting an answer on this channel: the short answer
+ *     fails with EIO;
+ *   - requests older than dm_user_request_timeout_msec (queued, being read,
+ *     awaiting an answer, or with a partial answer) fail with EIO. A late
+ *     answer to such a request gets EINVAL; the daemon's read stream stays
+ *     framed (a message whose read was cut short is padded with zeros).
+ *
  * Daemon loss: when no channel is open for daemon_timeout_msec while I/O is
  * queued (or after the last channel closed), all queued I/O fails with EIO and
  * new I/O fails at once until a channel is opened again. After the last table
  * using the name is destroyed, read() and write() return -ENOTBLK.
  *
- * Locking: core->lock (spinlock) guards the queue, the channel list, the
- * counters and each channel's await list. ch->rd_mu serialises read() on a
- * channel (owner of ch->rd_msg), ch->wr_mu serialises write() (owner of
- * ch->wr_msg and the header accumulator). Data copies to and from user memory
+ * Locking: core->lock (spinlock) guards the queue, the backlog, the channel
+ * list, the counters, each channel's await list and the rd_msg/wr_msg
+ * pointers. ch->rd_mu serialises read() on a channel (the holder may touch
+ * rd_msg's bio), ch->wr_mu serialises write() (wr_msg's bio and the header
+ * accumulator). Lock order: rd_mu, then wr_mu, then core->lock; the request
+ * reaper only try-locks the mutexes. Data copies to and from user memory
  * happen under the mutexes only, never under the spinlock.
  */
 #include <linux/module.h>
@@ -45,10 +72,12 @@
 #include <linux/miscdevice.h>
 #include <linux/fs.h>
 #include <linux/poll.h>
+#include <linux/uio.h>
 #include <linux/uaccess.h>
 #include <linux/bio.h>
 #include <linux/highmem.h>
 #include <linux/kref.h>
+#include <linux/jiffies.h>
 #include <linux/device-mapper.h>
 
 #include "dm-user-uapi.h"
@@ -60,14 +89,20 @@ module_param_named(dm_user_daemon_timeout_msec, daemon_timeout_msec, uint, 0644)
 MODULE_PARM_DESC(dm_user_daemon_timeout_msec,
 		 "fail queued I/O when no daemon has the control node open for this long (ms)");
 
+static unsigned int request_timeout_msec = 30000;
+module_param_named(dm_user_request_timeout_msec, request_timeout_msec, uint, 0644);
+MODULE_PARM_DESC(dm_user_request_timeout_msec,
+		 "fail a request the daemon has not answered this long after it was queued (ms, 0 = never)");
+
 static unsigned int max_outstanding = 128;
 module_param_named(dm_user_max_outstanding, max_outstanding, uint, 0644);
 MODULE_PARM_DESC(dm_user_max_outstanding,
-		 "messages per target that may be queued or in flight; further I/O waits");
+		 "messages per target that may be queued or in flight; further I/O waits in the kernel");
 
 static unsigned int max_io_sectors = 2048;
 module_param_named(dm_user_max_io_sectors, max_io_sectors, uint, 0444);
-MODULE_PARM_DESC(dm_user_max_io_sectors, "largest request sent to the daemon, in sectors");
+MODULE_PARM_DESC(dm_user_max_io_sectors,
+		 "largest request sent to the daemon, in sectors (rounded down to a multiple of 8)");
 
 static LIST_HEAD(dmu_cores);
 static DEFINE_MUTEX(dmu_cores_mu); /* guards dmu_cores and misc (de)registration */
@@ -76,6 +111,7 @@ struct dmu_core {
 	struct list_head node;		/* in dmu_cores */
 	struct kref ref;
 	unsigned int ntargets;		/* guarded by dmu_cores_mu */
+	struct mapped_device *md;	/* the only device whose tables may use the name */
 	char name[DM_NAME_LEN];
 	char nodename[DM_NAME_LEN + 16];
 	char miscname[DM_NAME_LEN + 16];
@@ -83,6 +119,7 @@ struct dmu_core {
 
 	spinlock_t lock;		/* guards everything below */
 	struct list_head queue;		/* messages nobody has taken yet */
+	struct list_head backlog;	/* over the outstanding limit; not visible yet */
 	struct list_head channels;
 	unsigned int nchannels;
 	unsigned int outstanding;	/* queued + taken, not yet completed */
@@ -91,8 +128,8 @@ struct dmu_core {
 	bool no_daemon;			/* timeout fired with no channel open */
 
 	wait_queue_head_t rd_wq;	/* readers waiting for messages */
-	wait_queue_head_t slot_wq;	/* map() waiting for an outstanding slot */
-	struct delayed_work timeout_work;
+	struct delayed_work timeout_work;	/* daemon loss */
+	struct delayed_work reap_work;		/* request timeout */
 };
 
 struct dmu_channel {
@@ -101,10 +138,12 @@ struct dmu_channel {
 	struct list_head await;		/* fully read, waiting for an answer */
 
 	struct mutex rd_mu;
-	struct dmu_msg *rd_msg;		/* partly read; owned under rd_mu */
+	struct dmu_msg *rd_msg;		/* partly read; set/cleared under core->lock */
+	size_t rd_pad;			/* zero bytes owed for a message cut short */
 
 	struct mutex wr_mu;
 	struct dmu_msg *wr_msg;		/* answer header seen, payload pending */
+	size_t wr_skip;			/* payload bytes of a timed-out answer to drop */
 	u8 hdr[DM_USER_HEADER_SIZE];
 	unsigned int hdr_got;
 };
@@ -116,6 +155,7 @@ struct dmu_msg {
 	struct bvec_iter pos;		/* progress of the payload copy */
 	u64 seq, type, flags, sector, len;
 	u8 hdr[DM_USER_HEADER_SIZE];	/* encoded request header */
+	unsigned long queued;		/* jiffies when the daemon could first see it */
 	size_t off;			/* bytes of header+payload read so far */
 	size_t woff;			/* answer payload bytes received */
 };
@@ -124,6 +164,11 @@ struct dmu_target {
 	struct dmu_core *core;
 	u64 offset;
 	u64 length;
+};
+
+/* Decoded answer header. */
+struct dmu_answer {
+	u64 seq, type, flags, sector, len;
 };
 
 /* ---- core lifetime ---------------------------------------------------- */
@@ -138,17 +183,82 @@ static void dmu_core_put(struct dmu_core *core)
 	kref_put(&core->ref, dmu_core_free);
 }
 
+static unsigned int dmu_limit(void)
+{
+	return max(1u, READ_ONCE(max_outstanding));
+}
+
+/* ---- queueing --------------------------------------------------------- */
+
+static void dmu_encode_header(struct dmu_msg *msg)
+{
+	__le64 *p = (__le64 *)msg->hdr;
+
+	p[0] = cpu_to_le64(msg->seq);
+	p[1] = cpu_to_le64(msg->type);
+	p[2] = cpu_to_le64(msg->flags);
+	p[3] = cpu_to_le64(msg->sector);
+	p[4] = cpu_to_le64(msg->len);
+}
+
+static void dmu_schedule_reap_locked(struct dmu_core *core)
+{
+	unsigned int ms = READ_ONCE(request_timeout_msec);
+
+	if (!core->dead && ms)
+		schedule_delayed_work(&core->reap_work,
+				      max(msecs_to_jiffies(ms / 4), msecs_to_jiffies(50)));
+}
+
+static void dmu_schedule_timeout_locked(struct dmu_core *core)
+{
+	if (!core->dead)
+		schedule_delayed_work(&core->timeout_work,
+				      msecs_to_jiffies(READ_ONCE(daemon_timeout_msec)));
+}
+
+/* Make msg visible to the daemon. Called with core->lock held. */
+static void dmu_enqueue_locked(struct dmu_core *core, struct dmu_msg *msg)
+{
+	core->outstanding++;
+	msg->seq = core->next_seq++;
+	msg->queued = jiffies;
+	dmu_encode_header(msg);
+	list_add_tail(&msg->node, &core->queue);
+	if (core->nchannels == 0)
+		dmu_schedule_timeout_locked(core);
+	dmu_schedule_reap_locked(core);
+}
+
+/* Move backlog messages into free slots; true if any moved. */
+static bool dmu_promote_locked(struct dmu_core *core)
+{
+	bool moved = false;
+
+	while (!list_empty(&core->backlog) && core->outstanding < dmu_limit()) {
+		struct dmu_msg *msg = list_first_entry(&core->backlog, struct dmu_msg, node);
+
+		list_del_init(&msg->node);
+		dmu_enqueue_locked(core, msg);
+		moved = true;
+	}
+	return moved;
+}
+
 /* ---- message completion ----------------------------------------------- */
 
 /* Caller has already unlinked msg from every list and holds no lock. */
 static void dmu_complete(struct dmu_core *core, struct dmu_msg *msg, blk_status_t st)
 {
 	struct bio *bio = msg->bio;
+	bool moved;
 
 	spin_lock(&core->lock);
 	core->outstanding--;
+	moved = dmu_promote_locked(core);
 	spin_unlock(&core->lock);
-	wake_up(&core->slot_wq);
+	if (moved)
+		wake_up_interruptible(&core->rd_wq);
 	bio->bi_status = st;
 	bio_endio(bio);
 }
@@ -163,6 +273,18 @@ static void dmu_fail_list(struct dmu_core *core, struct list_head *list)
 	}
 }
 
+/* Backlog messages never held a slot: end them without touching the count. */
+static void dmu_fail_backlog(struct list_head *list)
+{
+	struct dmu_msg *msg, *tmp;
+
+	list_for_each_entry_safe(msg, tmp, list, node) {
+		list_del_init(&msg->node);
+		msg->bio->bi_status = BLK_STS_IOERR;
+		bio_endio(msg->bio);
+	}
+}
+
 static void dmu_msg_rewind(struct dmu_msg *msg)
 {
 	msg->off = 0;
@@ -170,20 +292,19 @@ static void dmu_msg_rewind(struct dmu_msg *msg)
 	msg->pos = msg->iter0;
 }
 
-/* ---- daemon timeout --------------------------------------------------- */
-
-static void dmu_schedule_timeout_locked(struct dmu_core *core)
+static size_t dmu_msg_total(const struct dmu_msg *msg)
 {
-	if (!core->dead)
-		schedule_delayed_work(&core->timeout_work,
-				      msecs_to_jiffies(READ_ONCE(daemon_timeout_msec)));
+	return DM_USER_HEADER_SIZE + (msg->type == DM_USER_REQ_MAP_WRITE ? msg->len : 0);
 }
+
+/* ---- daemon timeout --------------------------------------------------- */
 
 static void dmu_timeout_fn(struct work_struct *work)
 {
 	struct dmu_core *core = container_of(to_delayed_work(work), struct dmu_core,
 					     timeout_work);
 	LIST_HEAD(failed);
+	LIST_HEAD(backlog);
 
 	spin_lock(&core->lock);
 	if (core->dead || core->nchannels > 0) {
@@ -192,12 +313,86 @@ static void dmu_timeout_fn(struct work_struct *work)
 	}
 	core->no_daemon = true;
 	list_splice_init(&core->queue, &failed);
+	list_splice_init(&core->backlog, &backlog);
 	spin_unlock(&core->lock);
 	if (!list_empty(&failed))
 		DMWARN("%s: no daemon for %u ms, failing queued I/O", core->name,
 		       READ_ONCE(daemon_timeout_msec));
-	wake_up_all(&core->slot_wq);
+	dmu_fail_backlog(&backlog);
 	dmu_fail_list(core, &failed);
+}
+
+/* ---- request timeout -------------------------------------------------- */
+
+static bool dmu_expired(const struct dmu_msg *msg, unsigned long limit)
+{
+	return time_after_eq(jiffies, msg->queued + limit);
+}
+
+/*
+ * Fail every request older than request_timeout_msec, wherever it is. A
+ * message being read or answered is only taken when its channel's mutex is
+ * free (try-lock; otherwise the next round gets it), so nobody is copying
+ * to or from its bio.
+ */
+static void dmu_reap_fn(struct work_struct *work)
+{
+	struct dmu_core *core = container_of(to_delayed_work(work), struct dmu_core,
+					     reap_work);
+	unsigned int ms = READ_ONCE(request_timeout_msec);
+	unsigned long limit = msecs_to_jiffies(ms);
+	struct dmu_msg *msg, *tmp;
+	struct dmu_channel *ch;
+	unsigned int n = 0;
+	LIST_HEAD(failed);
+
+	if (!ms)
+		return;
+	spin_lock(&core->lock);
+	if (core->dead) {
+		spin_unlock(&core->lock);
+		return;
+	}
+	list_for_each_entry_safe(msg, tmp, &core->queue, node)
+		if (dmu_expired(msg, limit))
+			list_move_tail(&msg->node, &failed);
+	list_for_each_entry(ch, &core->channels, node) {
+		list_for_each_entry_safe(msg, tmp, &ch->await, node)
+			if (dmu_expired(msg, limit))
+				list_move_tail(&msg->node, &failed);
+		msg = ch->rd_msg;
+		if (msg && dmu_expired(msg, limit) && mutex_trylock(&ch->rd_mu)) {
+			if (ch->rd_msg == msg) {
+				/* Keep the reader's stream framed: zeros for the rest. */
+				ch->rd_pad = msg->off ? dmu_msg_total(msg) - msg->off : 0;
+				ch->rd_msg = NULL;
+				list_add_tail(&msg->node, &failed);
+			}
+			mutex_unlock(&ch->rd_mu);
+		}
+		msg = ch->wr_msg;
+		if (msg && dmu_expired(msg, limit) && mutex_trylock(&ch->wr_mu)) {
+			if (ch->wr_msg == msg) {
+				ch->wr_skip = msg->len - msg->woff;
+				ch->wr_msg = NULL;
+				list_add_tail(&msg->node, &failed);
+			}
+			mutex_unlock(&ch->wr_mu);
+		}
+	}
+	spin_unlock(&core->lock);
+
+	list_for_each_entry(msg, &failed, node)
+		n++;
+	if (n)
+		DMWARN_LIMIT("%s: %u request(s) unanswered for %u ms, failing them",
+			     core->name, n, ms);
+	dmu_fail_list(core, &failed);
+
+	spin_lock(&core->lock);
+	if (core->outstanding > 0)
+		dmu_schedule_reap_locked(core);
+	spin_unlock(&core->lock);
 }
 
 /* ---- map -------------------------------------------------------------- */
@@ -232,28 +427,10 @@ static u64 dmu_flags(blk_opf_t opf)
 	return out;
 }
 
-static void dmu_encode_header(struct dmu_msg *msg)
-{
-	__le64 *p = (__le64 *)msg->hdr;
-
-	p[0] = cpu_to_le64(msg->seq);
-	p[1] = cpu_to_le64(msg->type);
-	p[2] = cpu_to_le64(msg->flags);
-	p[3] = cpu_to_le64(msg->sector);
-	p[4] = cpu_to_le64(msg->len);
-}
-
-static bool dmu_can_queue(struct dmu_core *core)
-{
-	bool ok;
-
-	spin_lock(&core->lock);
-	ok = core->dead || (core->no_daemon && core->nchannels == 0) ||
-	     core->outstanding < max(1u, READ_ONCE(max_outstanding));
-	spin_unlock(&core->lock);
-	return ok;
-}
-
+/*
+ * map() runs under dm's SRCU read lock, which suspend waits for: it never
+ * sleeps. Over the outstanding limit the bio waits on the backlog instead.
+ */
 static int dmu_map(struct dm_target *ti, struct bio *bio)
 {
 	struct dmu_target *t = ti->private;
@@ -298,26 +475,20 @@ static int dmu_map(struct dm_target *ti, struct bio *bio)
 	msg->iter0 = bio->bi_iter;
 	dmu_msg_rewind(msg);
 
-	for (;;) {
-		spin_lock(&core->lock);
-		if (core->dead || (core->no_daemon && core->nchannels == 0)) {
-			spin_unlock(&core->lock);
-			return DM_MAPIO_KILL;
-		}
-		if (core->outstanding < max(1u, READ_ONCE(max_outstanding))) {
-			core->outstanding++;
-			msg->seq = core->next_seq++;
-			dmu_encode_header(msg);
-			list_add_tail(&msg->node, &core->queue);
-			if (core->nchannels == 0)
-				dmu_schedule_timeout_locked(core);
-			spin_unlock(&core->lock);
-			wake_up_interruptible(&core->rd_wq);
-			return DM_MAPIO_SUBMITTED;
-		}
+	spin_lock(&core->lock);
+	if (core->dead || (core->no_daemon && core->nchannels == 0)) {
 		spin_unlock(&core->lock);
-		wait_event(core->slot_wq, dmu_can_queue(core));
+		return DM_MAPIO_KILL;
 	}
+	if (core->outstanding < dmu_limit() && list_empty(&core->backlog)) {
+		dmu_enqueue_locked(core, msg);
+		spin_unlock(&core->lock);
+		wake_up_interruptible(&core->rd_wq);
+	} else {
+		list_add_tail(&msg->node, &core->backlog);
+		spin_unlock(&core->lock);
+	}
+	return DM_MAPIO_SUBMITTED;
 }
 
 /* ---- the control node --------------------------------------------------- */
@@ -365,6 +536,9 @@ static int dmu_release(struct inode *inode, struct file *file)
 	LIST_HEAD(back);
 	bool dead;
 
+	/* No read() or write() runs any more; the reaper only try-locks. */
+	mutex_lock(&ch->rd_mu);
+	mutex_lock(&ch->wr_mu);
 	spin_lock(&core->lock);
 	list_del(&ch->node);
 	core->nchannels--;
@@ -389,6 +563,8 @@ static int dmu_release(struct inode *inode, struct file *file)
 			dmu_schedule_timeout_locked(core);
 	}
 	spin_unlock(&core->lock);
+	mutex_unlock(&ch->wr_mu);
+	mutex_unlock(&ch->rd_mu);
 
 	wake_up_interruptible(&core->rd_wq);
 	dmu_fail_list(core, &failed);
@@ -411,8 +587,10 @@ static int dmu_take(struct dmu_channel *ch, bool nonblock)
 			return -ENOTBLK;
 		}
 		if (!list_empty(&core->queue)) {
-			ch->rd_msg = list_first_entry(&core->queue, struct dmu_msg, node);
-			list_del_init(&ch->rd_msg->node);
+			struct dmu_msg *msg = list_first_entry(&core->queue, struct dmu_msg, node);
+
+			list_del_init(&msg->node);
+			ch->rd_msg = msg;
 			spin_unlock(&core->lock);
 			return 0;
 		}
@@ -426,29 +604,65 @@ static int dmu_take(struct dmu_channel *ch, bool nonblock)
 	}
 }
 
-static ssize_t dmu_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+/*
+ * The daemon reads again on a channel whose answer payload stopped short: that
+ * answer is over, and its request fails. Called with ch->rd_mu held.
+ */
+static void dmu_end_short_answer(struct dmu_channel *ch)
 {
+	struct dmu_core *core = ch->core;
+	struct dmu_msg *msg;
+
+	if (!READ_ONCE(ch->wr_msg) && !READ_ONCE(ch->wr_skip))
+		return;
+	mutex_lock(&ch->wr_mu);
+	spin_lock(&core->lock);
+	msg = ch->wr_msg;
+	ch->wr_msg = NULL;
+	ch->wr_skip = 0;
+	spin_unlock(&core->lock);
+	mutex_unlock(&ch->wr_mu);
+	if (msg) {
+		DMWARN_LIMIT("%s: answer to seq %llu ended after %zu of %llu payload bytes",
+			     core->name, msg->seq, msg->woff, msg->len);
+		dmu_complete(core, msg, BLK_STS_IOERR);
+	}
+}
+
+static ssize_t dmu_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct file *file = iocb->ki_filp;
 	struct dmu_channel *ch = file->private_data;
 	struct dmu_core *core = ch->core;
+	bool nonblock = (file->f_flags & O_NONBLOCK) || (iocb->ki_flags & IOCB_NOWAIT);
 	struct dmu_msg *msg;
 	size_t total, done = 0;
 	ssize_t ret = 0;
 
+	if (!iov_iter_count(to))
+		return 0;
 	if (mutex_lock_interruptible(&ch->rd_mu))
 		return -ERESTARTSYS;
+	dmu_end_short_answer(ch);
+	if (ch->rd_pad) {
+		/* The rest of a message that timed out while being read. */
+		size_t n = iov_iter_zero(min(ch->rd_pad, iov_iter_count(to)), to);
+
+		ch->rd_pad -= n;
+		ret = n ? (ssize_t)n : -EFAULT;
+		goto out;
+	}
 	if (!ch->rd_msg) {
-		ret = dmu_take(ch, file->f_flags & O_NONBLOCK);
+		ret = dmu_take(ch, nonblock);
 		if (ret)
 			goto out;
 	}
 	msg = ch->rd_msg;
-	total = DM_USER_HEADER_SIZE;
-	if (msg->type == DM_USER_REQ_MAP_WRITE)
-		total += msg->len;
+	total = dmu_msg_total(msg);
 
-	/* One read() never spans two messages. */
-	while (done < count && msg->off < total) {
-		size_t n;
+	/* One read() (readv(), io_uring read) never spans two messages. */
+	while (iov_iter_count(to) && msg->off < total) {
+		size_t n, got;
 
 		if (msg->off < DM_USER_HEADER_SIZE) {
 			u8 hdr[DM_USER_HEADER_SIZE];
@@ -460,28 +674,25 @@ static ssize_t dmu_read(struct file *file, char __user *buf, size_t count, loff_
 			 * the stack.
 			 */
 			memcpy(hdr, msg->hdr, sizeof(hdr));
-			n = min_t(size_t, count - done, DM_USER_HEADER_SIZE - msg->off);
-			if (copy_to_user(buf + done, hdr + msg->off, n)) {
-				ret = -EFAULT;
-				break;
-			}
+			n = min_t(size_t, iov_iter_count(to), DM_USER_HEADER_SIZE - msg->off);
+			got = copy_to_iter(hdr + msg->off, n, to);
 		} else {
 			struct bio_vec bv = bio_iter_iovec(msg->bio, msg->pos);
 			void *kaddr;
-			unsigned long left;
 
-			n = min_t(size_t, count - done, bv.bv_len);
+			n = min_t(size_t, iov_iter_count(to), bv.bv_len);
 			kaddr = bvec_kmap_local(&bv);
-			left = copy_to_user(buf + done, kaddr, n);
+			got = copy_to_iter(kaddr, n, to);
 			kunmap_local(kaddr);
-			if (left) {
-				ret = -EFAULT;
-				break;
-			}
-			bio_advance_iter_single(msg->bio, &msg->pos, n);
+			if (got)
+				bio_advance_iter_single(msg->bio, &msg->pos, got);
 		}
-		msg->off += n;
-		done += n;
+		msg->off += got;
+		done += got;
+		if (got < n) {
+			ret = -EFAULT;
+			break;
+		}
 	}
 	if (msg->off == total) {
 		spin_lock(&core->lock);
@@ -496,16 +707,41 @@ out:
 	return ret;
 }
 
-static struct dmu_msg *dmu_find_awaited(struct dmu_channel *ch, u64 seq)
+static void dmu_decode_answer(const u8 *b, struct dmu_answer *a)
+{
+	const __le64 *h = (const __le64 *)b;
+
+	a->seq = le64_to_cpu(h[0]);
+	a->type = le64_to_cpu(h[1]);
+	a->flags = le64_to_cpu(h[2]);
+	a->sector = le64_to_cpu(h[3]);
+	a->len = le64_to_cpu(h[4]);
+}
+
+static bool dmu_answer_matches(const struct dmu_answer *a, const struct dmu_msg *msg)
+{
+	return a->sector == msg->sector && a->len == msg->len && a->flags == msg->flags;
+}
+
+/*
+ * Unlink and return the message awaiting an answer with this seq on ch. With
+ * exact, only a message whose fields all match (and a known response type).
+ */
+static struct dmu_msg *dmu_find_awaited(struct dmu_channel *ch, const struct dmu_answer *a,
+					bool exact)
 {
 	struct dmu_core *core = ch->core;
 	struct dmu_msg *msg, *found = NULL;
 
+	if (exact && a->type > DM_USER_RESP_UNSUPPORTED)
+		return NULL;
 	spin_lock(&core->lock);
 	list_for_each_entry(msg, &ch->await, node) {
-		if (msg->seq == seq) {
-			list_del_init(&msg->node);
-			found = msg;
+		if (msg->seq == a->seq) {
+			if (!exact || dmu_answer_matches(a, msg)) {
+				list_del_init(&msg->node);
+				found = msg;
+			}
 			break;
 		}
 	}
@@ -513,94 +749,204 @@ static struct dmu_msg *dmu_find_awaited(struct dmu_channel *ch, u64 seq)
 	return found;
 }
 
-static ssize_t dmu_write(struct file *file, const char __user *buf, size_t count,
-			 loff_t *ppos)
+static void dmu_set_wr_msg(struct dmu_channel *ch, struct dmu_msg *msg)
 {
+	spin_lock(&ch->core->lock);
+	ch->wr_msg = msg;
+	spin_unlock(&ch->core->lock);
+}
+
+/* Copy up to n answer payload bytes into wr_msg's bio; returns bytes copied. */
+static size_t dmu_copy_payload(struct dmu_msg *msg, struct iov_iter *from, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		struct bio_vec bv = bio_iter_iovec(msg->bio, msg->pos);
+		size_t k = min_t(size_t, n - done, bv.bv_len);
+		size_t got;
+		void *kaddr;
+
+		kaddr = bvec_kmap_local(&bv);
+		got = copy_from_iter(kaddr, k, from);
+		kunmap_local(kaddr);
+		if (got)
+			bio_advance_iter_single(msg->bio, &msg->pos, got);
+		msg->woff += got;
+		done += got;
+		if (got < k)
+			break;
+	}
+	return done;
+}
+
+static ssize_t dmu_bad_answer(struct dmu_core *core, struct dmu_msg *msg, const char *why)
+{
+	DMWARN_LIMIT("%s: bad answer to seq %llu (%s): request failed", core->name,
+		     msg->seq, why);
+	dmu_complete(core, msg, BLK_STS_IOERR);
+	return -EINVAL;
+}
+
+/*
+ * One write() carries bytes of one answer: the header (or the rest of a
+ * header split over several writes) and payload, or more payload of the
+ * answer in progress. See the framing rules at the top of the file.
+ */
+static ssize_t dmu_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct file *file = iocb->ki_filp;
 	struct dmu_channel *ch = file->private_data;
 	struct dmu_core *core = ch->core;
-	size_t done = 0;
-	ssize_t err = 0;
+	size_t count = iov_iter_count(from);
+	struct dmu_answer a;
+	struct dmu_msg *msg;
+	size_t n, rest;
+	ssize_t ret;
 
+	if (!count)
+		return 0;
 	if (mutex_lock_interruptible(&ch->wr_mu))
 		return -ERESTARTSYS;
-	while (done < count) {
-		struct dmu_msg *msg = ch->wr_msg;
+	if (READ_ONCE(core->dead)) {
+		ret = -ENOTBLK;
+		goto out;
+	}
 
-		if (!msg) {
-			const __le64 *h = (const __le64 *)ch->hdr;
-			size_t n = min_t(size_t, count - done, DM_USER_HEADER_SIZE - ch->hdr_got);
-			u64 seq, resp;
+	/* A new answer header where more payload was due: the last answer was short. */
+	if (ch->hdr_got == 0 && (ch->wr_msg || ch->wr_skip) && count >= DM_USER_HEADER_SIZE) {
+		struct iov_iter peek = *from;
+		u8 hdr[DM_USER_HEADER_SIZE];
 
-			if (copy_from_user(ch->hdr + ch->hdr_got, buf + done, n)) {
-				err = -EFAULT;
-				break;
-			}
-			ch->hdr_got += n;
-			done += n;
-			if (ch->hdr_got < DM_USER_HEADER_SIZE)
-				break;
-			ch->hdr_got = 0;
-			seq = le64_to_cpu(h[0]);
-			resp = le64_to_cpu(h[1]);
-			msg = dmu_find_awaited(ch, seq);
-			if (!msg) {
-				err = READ_ONCE(core->dead) ? -ENOTBLK : -EINVAL;
-				break;
-			}
-			switch (resp) {
-			case DM_USER_RESP_SUCCESS:
-				if (msg->type == DM_USER_REQ_MAP_READ && msg->len > 0) {
-					msg->woff = 0;
-					msg->pos = msg->iter0;
-					ch->wr_msg = msg;
-				} else {
-					dmu_complete(core, msg, BLK_STS_OK);
-				}
-				break;
-			case DM_USER_RESP_UNSUPPORTED:
-				dmu_complete(core, msg, BLK_STS_NOTSUPP);
-				break;
-			case DM_USER_RESP_ERROR:
-				dmu_complete(core, msg, BLK_STS_IOERR);
-				break;
-			default:
-				dmu_complete(core, msg, BLK_STS_IOERR);
-				err = -EINVAL;
-				break;
-			}
-			if (err)
-				break;
-			continue;
-		}
+		if (copy_from_iter(hdr, sizeof(hdr), &peek) == sizeof(hdr)) {
+			dmu_decode_answer(hdr, &a);
+			msg = dmu_find_awaited(ch, &a, true);
+			if (msg) {
+				struct dmu_msg *old = ch->wr_msg;
 
-		/* Payload of a read answer: copy into the bio's pages. */
-		{
-			struct bio_vec bv = bio_iter_iovec(msg->bio, msg->pos);
-			size_t n = min_t(size_t, count - done, bv.bv_len);
-			void *kaddr;
-			unsigned long left;
-
-			n = min_t(size_t, n, msg->len - msg->woff);
-			kaddr = bvec_kmap_local(&bv);
-			left = copy_from_user(kaddr, buf + done, n);
-			kunmap_local(kaddr);
-			if (left) {
-				err = -EFAULT;
-				break;
-			}
-			bio_advance_iter_single(msg->bio, &msg->pos, n);
-			msg->woff += n;
-			done += n;
-			if (msg->woff == msg->len) {
+				/* Put it back: the header is parsed below as usual. */
+				spin_lock(&core->lock);
+				list_add(&msg->node, &ch->await);
 				ch->wr_msg = NULL;
-				dmu_complete(core, msg, BLK_STS_OK);
+				ch->wr_skip = 0;
+				spin_unlock(&core->lock);
+				if (old) {
+					DMWARN_LIMIT("%s: answer to seq %llu ended after %zu of %llu payload bytes",
+						     core->name, old->seq, old->woff, old->len);
+					dmu_complete(core, old, BLK_STS_IOERR);
+				}
 			}
 		}
 	}
+
+	if (ch->wr_skip) {
+		/* Payload of an answer that came too late. */
+		if (count > ch->wr_skip) {
+			ch->wr_skip = 0;
+			ret = -EINVAL;
+			goto out;
+		}
+		iov_iter_advance(from, count);
+		ch->wr_skip -= count;
+		ret = count;
+		goto out;
+	}
+
+	msg = ch->wr_msg;
+	if (msg) {
+		/* More payload of a READ answer. */
+		if (count > msg->len - msg->woff) {
+			dmu_set_wr_msg(ch, NULL);
+			ret = dmu_bad_answer(core, msg, "payload longer than len");
+			goto out;
+		}
+		n = dmu_copy_payload(msg, from, count);
+		if (msg->woff == msg->len) {
+			dmu_set_wr_msg(ch, NULL);
+			dmu_complete(core, msg, BLK_STS_OK);
+		}
+		ret = n ? (ssize_t)n : -EFAULT;
+		goto out;
+	}
+
+	/* (The rest of) an answer header. */
+	n = min_t(size_t, count, DM_USER_HEADER_SIZE - ch->hdr_got);
+	if (copy_from_iter(ch->hdr + ch->hdr_got, n, from) != n) {
+		ret = -EFAULT;
+		goto out;
+	}
+	ch->hdr_got += n;
+	if (ch->hdr_got < DM_USER_HEADER_SIZE) {
+		ret = n;
+		goto out;
+	}
+	ch->hdr_got = 0;
+	rest = count - n;
+	dmu_decode_answer(ch->hdr, &a);
+	msg = dmu_find_awaited(ch, &a, false);
+	if (!msg) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (a.type > DM_USER_RESP_UNSUPPORTED) {
+		ret = dmu_bad_answer(core, msg, "unknown response type");
+		goto out;
+	}
+	if (a.sector != msg->sector) {
+		ret = dmu_bad_answer(core, msg, "sector differs from the request");
+		goto out;
+	}
+	if (a.len != msg->len) {
+		ret = dmu_bad_answer(core, msg, "len differs from the request");
+		goto out;
+	}
+	if (a.flags != msg->flags) {
+		ret = dmu_bad_answer(core, msg, "flags differ from the request");
+		goto out;
+	}
+	if (a.type == DM_USER_RESP_SUCCESS && msg->type == DM_USER_REQ_MAP_READ && msg->len > 0) {
+		if (rest > msg->len) {
+			ret = dmu_bad_answer(core, msg, "payload longer than len");
+			goto out;
+		}
+		msg->woff = 0;
+		msg->pos = msg->iter0;
+		if (rest) {
+			size_t got = dmu_copy_payload(msg, from, rest);
+
+			if (got < rest) {
+				/* A fault in the caller's buffer: keep what arrived. */
+				dmu_set_wr_msg(ch, msg);
+				ret = n + got;
+				goto out;
+			}
+		}
+		if (msg->woff == msg->len)
+			dmu_complete(core, msg, BLK_STS_OK);
+		else
+			dmu_set_wr_msg(ch, msg);
+		ret = count;
+		goto out;
+	}
+	if (rest) {
+		ret = dmu_bad_answer(core, msg, "bytes after a header-only answer");
+		goto out;
+	}
+	switch (a.type) {
+	case DM_USER_RESP_SUCCESS:
+		dmu_complete(core, msg, BLK_STS_OK);
+		break;
+	case DM_USER_RESP_UNSUPPORTED:
+		dmu_complete(core, msg, BLK_STS_NOTSUPP);
+		break;
+	default:
+		dmu_complete(core, msg, BLK_STS_IOERR);
+		break;
+	}
+	ret = count;
+out:
 	mutex_unlock(&ch->wr_mu);
-	if (err && (err != -EFAULT || done == 0))
-		return err;
-	return done;
+	return ret;
 }
 
 static __poll_t dmu_poll(struct file *file, poll_table *wait)
@@ -613,7 +959,7 @@ static __poll_t dmu_poll(struct file *file, poll_table *wait)
 	spin_lock(&core->lock);
 	if (core->dead)
 		mask |= EPOLLIN | EPOLLRDNORM | EPOLLERR;
-	else if (!list_empty(&core->queue) || READ_ONCE(ch->rd_msg))
+	else if (!list_empty(&core->queue) || ch->rd_msg || READ_ONCE(ch->rd_pad))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	spin_unlock(&core->lock);
 	return mask;
@@ -623,20 +969,30 @@ static const struct file_operations dmu_fops = {
 	.owner = THIS_MODULE,
 	.open = dmu_open,
 	.release = dmu_release,
-	.read = dmu_read,
-	.write = dmu_write,
+	.read_iter = dmu_read_iter,
+	.write_iter = dmu_write_iter,
 	.poll = dmu_poll,
 };
-
 /* ---- target constructor / destructor ------------------------------------ */
 
-static struct dmu_core *dmu_core_get_or_create(const char *name, char **error)
+static struct dmu_core *dmu_core_get_or_create(struct mapped_device *md, const char *name,
+					       char **error)
 {
 	struct dmu_core *core;
 	int err;
 
 	list_for_each_entry(core, &dmu_cores, node) {
 		if (!strcmp(core->name, name)) {
+			/*
+			 * Tables of one mapped device share the name (a reload
+			 * keeps the daemon); another device must not capture
+			 * its I/O or its daemon. core->md stays valid: a table
+			 * of that device holds a target reference.
+			 */
+			if (core->md != md) {
+				*error = "misc name in use by another mapped device";
+				return ERR_PTR(-EBUSY);
+			}
 			core->ntargets++;
 			return core;
 		}
@@ -648,15 +1004,17 @@ static struct dmu_core *dmu_core_get_or_create(const char *name, char **error)
 	}
 	kref_init(&core->ref);
 	core->ntargets = 1;
+	core->md = md;
 	strscpy(core->name, name, sizeof(core->name));
 	snprintf(core->nodename, sizeof(core->nodename), "dm-user/%s", name);
 	snprintf(core->miscname, sizeof(core->miscname), "dm-user!%s", name);
 	spin_lock_init(&core->lock);
 	INIT_LIST_HEAD(&core->queue);
+	INIT_LIST_HEAD(&core->backlog);
 	INIT_LIST_HEAD(&core->channels);
 	init_waitqueue_head(&core->rd_wq);
-	init_waitqueue_head(&core->slot_wq);
 	INIT_DELAYED_WORK(&core->timeout_work, dmu_timeout_fn);
+	INIT_DELAYED_WORK(&core->reap_work, dmu_reap_fn);
 	core->next_seq = 1;
 	core->misc.minor = MISC_DYNAMIC_MINOR;
 	core->misc.name = core->miscname;
@@ -676,6 +1034,7 @@ static struct dmu_core *dmu_core_get_or_create(const char *name, char **error)
 static void dmu_core_drop_target(struct dmu_core *core)
 {
 	LIST_HEAD(failed);
+	LIST_HEAD(backlog);
 
 	mutex_lock(&dmu_cores_mu);
 	if (--core->ntargets > 0) {
@@ -686,14 +1045,16 @@ static void dmu_core_drop_target(struct dmu_core *core)
 	core->dead = true;
 	/* dm waits for in-flight bios before destroying a table; be safe anyway. */
 	list_splice_init(&core->queue, &failed);
+	list_splice_init(&core->backlog, &backlog);
 	spin_unlock(&core->lock);
 	misc_deregister(&core->misc);
 	list_del(&core->node);
 	mutex_unlock(&dmu_cores_mu);
 
 	cancel_delayed_work_sync(&core->timeout_work);
+	cancel_delayed_work_sync(&core->reap_work);
 	wake_up_all(&core->rd_wq);
-	wake_up_all(&core->slot_wq);
+	dmu_fail_backlog(&backlog);
 	dmu_fail_list(core, &failed);
 	dmu_core_put(core);
 }
@@ -740,7 +1101,7 @@ static int dmu_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		return -ENOMEM;
 	}
 	mutex_lock(&dmu_cores_mu);
-	core = dmu_core_get_or_create(argv[2], &ti->error);
+	core = dmu_core_get_or_create(dm_table_get_md(ti->table), argv[2], &ti->error);
 	mutex_unlock(&dmu_cores_mu);
 	if (IS_ERR(core)) {
 		err = PTR_ERR(core);
@@ -755,7 +1116,8 @@ static int dmu_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->per_io_data_size = sizeof(struct dmu_msg);
 	ti->num_flush_bios = 1;
 	ti->flush_supported = true;
-	err = dm_set_target_max_io_len(ti, max(8u, max_io_sectors));
+	/* Whole 4 KiB blocks only (see dmu_io_hints): a multiple of 8 sectors. */
+	err = dm_set_target_max_io_len(ti, max(8u, round_down(max_io_sectors, 8u)));
 	if (err) {
 		dmu_core_drop_target(core);
 		kfree(t);
