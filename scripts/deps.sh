@@ -11,6 +11,7 @@ pkgs=(
 	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench and codec interop tests
 	python3 python3-lz4   # C liblz4 block API for the lz4 interop test
 	bsdiff         # bsdiff/bspatch cross-checks of our BSDIFF40 encoder and patcher
+	zip            # Info-ZIP archives for the puffin bit-exactness tests
 	cryptsetup-bin # veritysetup: cross-check of the dm-verity hash tree
 	protobuf-compiler     # protoc: the generated-code freshness test and make proto
 	fuse3          # fusermount3 for the FUSE frontend
