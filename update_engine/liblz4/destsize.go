@@ -5,10 +5,12 @@
 // produces the wrong bytes. Written from the algorithm's description; the
 // test compiles a helper against Debian's liblz4 and compares outputs.
 //
-// Only the stateless, dictionary-free path is implemented: a fresh state,
-// acceleration 1, the 16-bit position table for inputs under 64 KiB + 11
-// bytes and the 32-bit one (5-byte hash) above. LZ4_compress_HC_destSize is
-// not implemented.
+// Only the stateless, dictionary-free paths are implemented, on a fresh
+// state: LZ4_compress_destSize (acceleration 1; the 16-bit position table for
+// inputs under 64 KiB + 11 bytes, the 32-bit one with the 5-byte hash above)
+// and LZ4_compress_HC_destSize for the hash-chain levels 1…9 (hc.go). The
+// optimal parser of HC levels 10…12 is not implemented. liblz4 1.10 changed
+// levels 1…2 (its "lz4mid" strategy); this package matches 1.9.4.
 package liblz4
 
 import "encoding/binary"

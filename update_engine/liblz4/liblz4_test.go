@@ -156,3 +156,46 @@ func firstDiff(a, b []byte) string {
 	}
 	return fmt.Sprint(min(len(a), len(b)))
 }
+
+func TestCompressHCDestSizeMatchesLiblz4(t *testing.T) {
+	var cases []refCase
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i, in := range inputs() {
+		if len(in) > 100000 && i%3 != 0 {
+			continue // keep the test fast
+		}
+		for _, level := range []int{1, 3, 6, 9} {
+			if i%2 == 1 && level != 9 && level != 3 {
+				continue
+			}
+			targets := []int{1, 16, 100, 4096, CompressBound(len(in))}
+			for range 3 {
+				targets = append(targets, 1+rng.IntN(CompressBound(len(in))))
+			}
+			for _, target := range targets {
+				cases = append(cases, refCase{level, target, in})
+			}
+		}
+	}
+	blocks, consumed := reference(t, cases)
+	bad := 0
+	for i, c := range cases {
+		got, n := CompressHCDestSize(c.src, c.target, c.level)
+		if n != consumed[i] || !bytes.Equal(got, blocks[i]) {
+			bad++
+			if bad < 5 {
+				t.Errorf("case %d (level %d, %d bytes into %d): Go consumed %d into %d bytes, liblz4 %d into %d (first diff at %s)",
+					i, c.level, len(c.src), c.target, n, len(got), consumed[i], len(blocks[i]), firstDiff(got, blocks[i]))
+			}
+			continue
+		}
+		dec := make([]byte, n)
+		if m, err := lz4.UncompressBlock(got, dec); err != nil || m != n || !bytes.Equal(dec, c.src[:n]) {
+			t.Fatalf("case %d: block does not decode to the consumed input: %d, %v", i, m, err)
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d cases differ", bad, len(cases))
+	}
+	t.Logf("%d LZ4_compress_HC_destSize cases (levels 1, 3, 6, 9) identical to liblz4", len(cases))
+}
