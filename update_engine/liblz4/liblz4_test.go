@@ -1,93 +1,21 @@
 package liblz4
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/pierrec/lz4/v4"
+	"github.com/vabc-go/vabc/update_engine/liblz4/lz4ref"
 )
 
-// The reference: a C helper linked against the system liblz4 (Debian's
-// liblz4-dev), built in a temporary directory for this test only.
-const helperC = `
-#include <lz4.h>
-#include <lz4hc.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdint.h>
-static int rd(void *p, size_t n) { return fread(p, 1, n, stdin) == n; }
-int main(void) {
-	uint32_t hdr[3];
-	while (rd(hdr, sizeof hdr)) {
-		uint32_t level = hdr[0], target = hdr[1], n = hdr[2];
-		char *src = malloc(n + 1), *dst = malloc(target + 1);
-		if (!rd(src, n)) return 1;
-		int consumed = (int)n, got;
-		if (level == 0) got = LZ4_compress_destSize(src, dst, &consumed, (int)target);
-		else got = LZ4_compress_HC_destSize(LZ4_createStreamHC(), src, dst, &consumed, (int)target, (int)level);
-		uint32_t out[2] = {(uint32_t)consumed, (uint32_t)got};
-		fwrite(out, sizeof out, 1, stdout);
-		fwrite(dst, 1, got, stdout);
-		free(src); free(dst);
-	}
-	return 0;
-}
-`
-
-type refCase struct {
-	level, target int
-	src           []byte
-}
-
-// reference runs the C helper over cases and returns (block, consumed) per case.
-func reference(t *testing.T, cases []refCase) ([][]byte, []int) {
+func reference(t *testing.T, cases []lz4ref.Case) ([][]byte, []int) {
 	t.Helper()
-	cc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("gcc not installed")
-	}
-	if _, err := os.Stat("/usr/include/lz4hc.h"); err != nil {
-		t.Skip("liblz4-dev not installed (scripts/deps.sh installs it)")
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "h.c"), []byte(helperC), 0o644)
-	bin := filepath.Join(dir, "h")
-	if out, err := exec.Command(cc, "-O1", "-o", bin, filepath.Join(dir, "h.c"), "-llz4").CombinedOutput(); err != nil {
-		t.Fatalf("building the liblz4 helper: %v\n%s", err, out)
-	}
-	var in bytes.Buffer
-	for _, c := range cases {
-		binary.Write(&in, binary.LittleEndian, [3]uint32{uint32(c.level), uint32(c.target), uint32(len(c.src))})
-		in.Write(c.src)
-	}
-	cmd := exec.Command(bin)
-	cmd.Stdin = &in
-	outB, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("liblz4 helper: %v", err)
-	}
-	r := bufio.NewReader(bytes.NewReader(outB))
-	var blocks [][]byte
-	var consumed []int
-	for range cases {
-		var h [2]uint32
-		if err := binary.Read(r, binary.LittleEndian, &h); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, h[1])
-		io.ReadFull(r, b)
-		blocks, consumed = append(blocks, b), append(consumed, int(h[0]))
-	}
-	return blocks, consumed
+	return lz4ref.Run(t, cases)
 }
+
+type refCase = lz4ref.Case
 
 func inputs() [][]byte {
 	rng := rand.New(rand.NewPCG(7, 9))
@@ -129,19 +57,19 @@ func TestCompressDestSizeMatchesLiblz4(t *testing.T) {
 			targets = append(targets, 1+rng.IntN(CompressBound(len(in))))
 		}
 		for _, target := range targets {
-			cases = append(cases, refCase{0, target, in})
+			cases = append(cases, refCase{Level: 0, Target: target, Src: in})
 		}
 	}
 	blocks, consumed := reference(t, cases)
 	for i, c := range cases {
-		got, n := CompressDestSize(c.src, c.target)
+		got, n := CompressDestSize(c.Src, c.Target)
 		if n != consumed[i] || !bytes.Equal(got, blocks[i]) {
 			t.Fatalf("case %d (%d bytes into %d): Go consumed %d into %d bytes, liblz4 %d into %d (first diff at %s)",
-				i, len(c.src), c.target, n, len(got), consumed[i], len(blocks[i]), firstDiff(got, blocks[i]))
+				i, len(c.Src), c.Target, n, len(got), consumed[i], len(blocks[i]), firstDiff(got, blocks[i]))
 		}
 		// and it decodes
 		dec := make([]byte, n)
-		if m, err := lz4.UncompressBlock(got, dec); err != nil || m != n || !bytes.Equal(dec, c.src[:n]) {
+		if m, err := lz4.UncompressBlock(got, dec); err != nil || m != n || !bytes.Equal(dec, c.Src[:n]) {
 			t.Fatalf("case %d: block does not decode to the consumed input: %d, %v", i, m, err)
 		}
 	}
@@ -173,24 +101,24 @@ func TestCompressHCDestSizeMatchesLiblz4(t *testing.T) {
 				targets = append(targets, 1+rng.IntN(CompressBound(len(in))))
 			}
 			for _, target := range targets {
-				cases = append(cases, refCase{level, target, in})
+				cases = append(cases, refCase{Level: level, Target: target, Src: in})
 			}
 		}
 	}
 	blocks, consumed := reference(t, cases)
 	bad := 0
 	for i, c := range cases {
-		got, n := CompressHCDestSize(c.src, c.target, c.level)
+		got, n := CompressHCDestSize(c.Src, c.Target, c.Level)
 		if n != consumed[i] || !bytes.Equal(got, blocks[i]) {
 			bad++
 			if bad < 5 {
 				t.Errorf("case %d (level %d, %d bytes into %d): Go consumed %d into %d bytes, liblz4 %d into %d (first diff at %s)",
-					i, c.level, len(c.src), c.target, n, len(got), consumed[i], len(blocks[i]), firstDiff(got, blocks[i]))
+					i, c.Level, len(c.Src), c.Target, n, len(got), consumed[i], len(blocks[i]), firstDiff(got, blocks[i]))
 			}
 			continue
 		}
 		dec := make([]byte, n)
-		if m, err := lz4.UncompressBlock(got, dec); err != nil || m != n || !bytes.Equal(dec, c.src[:n]) {
+		if m, err := lz4.UncompressBlock(got, dec); err != nil || m != n || !bytes.Equal(dec, c.Src[:n]) {
 			t.Fatalf("case %d: block does not decode to the consumed input: %d, %v", i, m, err)
 		}
 	}
@@ -198,4 +126,30 @@ func TestCompressHCDestSizeMatchesLiblz4(t *testing.T) {
 		t.Fatalf("%d of %d cases differ", bad, len(cases))
 	}
 	t.Logf("%d LZ4_compress_HC_destSize cases (levels 1, 3, 6, 9) identical to liblz4", len(cases))
+}
+
+func TestDecompressPartial(t *testing.T) {
+	for i, in := range inputs() {
+		blk, n := CompressHCDestSize(in, 4096, 9)
+		for _, target := range []int{0, min(1, n), n / 2, n} {
+			got, err := DecompressPartial([]byte("prefix"), blk, target)
+			if err != nil || string(got[:6]) != "prefix" || !bytes.Equal(got[6:], in[:target]) {
+				t.Fatalf("input %d target %d: %v", i, target, err)
+			}
+		}
+	}
+	if _, err := DecompressPartial(nil, []byte{0x0F, 1, 0}, 10); err == nil {
+		t.Fatal("match before the block accepted")
+	}
+}
+
+func FuzzDecompressPartial(f *testing.F) {
+	blk, _ := CompressDestSize([]byte("hello hello hello hello hello"), 100)
+	f.Add(blk, uint16(20))
+	f.Fuzz(func(t *testing.T, src []byte, target uint16) {
+		out, err := DecompressPartial(nil, src, int(target))
+		if len(out) > int(target) {
+			t.Fatalf("%d bytes past the %d target (%v)", len(out), target, err)
+		}
+	})
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vabc-go/vabc/update_engine/bsdiff"
+	"github.com/vabc-go/vabc/update_engine/liblz4"
+	"github.com/vabc-go/vabc/update_engine/lz4diff"
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/puffin"
 )
@@ -256,8 +259,7 @@ func putOff(b []byte, v int64) {
 }
 
 func TestUnsupported(t *testing.T) {
-	for _, typ := range []metadata.InstallOperation_Type{metadata.InstallOperation_ZUCCHINI,
-		metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF, opMove,
+	for _, typ := range []metadata.InstallOperation_Type{metadata.InstallOperation_ZUCCHINI, opMove,
 		opBsdiff, metadata.InstallOperation_Type(77)} {
 		t.Run(typeName(typ), func(t *testing.T) {
 			err := Execute(&metadata.InstallOperation{Type: typ.Enum()}, nil, Env{BlockSize: bs, Target: make(mem, bs)})
@@ -318,5 +320,42 @@ func TestPuffdiffOp(t *testing.T) {
 	op.DstExtents = ext(0, 2)
 	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: make(mem, 8*bs)}); err == nil {
 		t.Fatal("size mismatch accepted")
+	}
+}
+
+// TestLz4diffOp applies an LZ4DIFF_BSDIFF between two LZ4HC-compressed
+// blocks through scattered extents, and refuses the wrong inner type.
+func TestLz4diffOp(t *testing.T) {
+	mk := func(s string) ([]byte, []byte, lz4diff.Block) {
+		raw := []byte(strings.Repeat(s, 2000))
+		c, n := liblz4.CompressHCDestSize(raw, bs, 9)
+		raw = raw[:n]
+		blk := make([]byte, bs)
+		copy(blk[bs-len(c):], c)
+		return raw, blk, lz4diff.Block{UncompressedLength: uint64(n), CompressedLength: bs}
+	}
+	oldRaw, oldBlk, ob := mk("the old erofs cluster text ")
+	newRaw, newBlk, nb := mk("the new erofs cluster text! ")
+	inner, err := bsdiff.Diff(oldRaw, newRaw).Encode(bsdiff.Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &lz4diff.Header{Src: lz4diff.Info{Algo: lz4diff.LZ4HC, Level: 9, Blocks: []lz4diff.Block{ob}, ZeroPadding: true},
+		Dst: lz4diff.Info{Algo: lz4diff.LZ4HC, Level: 9, Blocks: []lz4diff.Block{nb}, ZeroPadding: true}}
+	patch := h.Encode(inner)
+	src := make(mem, 8*bs)
+	scatter(src, oldBlk, ext(3, 1))
+	op := &metadata.InstallOperation{Type: metadata.InstallOperation_LZ4DIFF_BSDIFF.Enum(), SrcExtents: ext(3, 1), DstExtents: ext(6, 1),
+		DataLength: proto.Uint64(uint64(len(patch))), DataSha256Hash: hashOf(patch)}
+	img := make(mem, 8*bs)
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: img}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(img[6*bs:7*bs], newBlk) {
+		t.Fatal("destination block differs from the LZ4HC-compressed new data")
+	}
+	op.Type = metadata.InstallOperation_LZ4DIFF_PUFFDIFF.Enum()
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: img}); err == nil {
+		t.Fatal("LZ4DIFF_PUFFDIFF with a bsdiff inner patch accepted")
 	}
 }
