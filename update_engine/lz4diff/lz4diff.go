@@ -421,7 +421,7 @@ func Apply(src, patch []byte) ([]byte, error) {
 			return nil, corrupt("inner patch makes %d bytes, the destination blocks hold %d", ih.NewSize, unc)
 		}
 		var buf bytes.Buffer
-		buf.Grow(int(ih.NewSize))
+		buf.Grow(int(min(ih.NewSize, 64<<20))) // bspatch grows it as it really writes
 		if err := bspatch.Apply(old, inner, &buf); err != nil {
 			return nil, err
 		}

@@ -239,8 +239,10 @@ func Apply(src, patch []byte, dstSize int64, maxDst int64) ([]byte, error) {
 	if uint64(ih.NewSize) != h.Dst.PuffLength {
 		return nil, patchErr("inner patch makes %d bytes, the puffed destination is %d", ih.NewSize, h.Dst.PuffLength)
 	}
+	// Grow no more than a patch of this size can plausibly need: bspatch
+	// grows the buffer as it really produces output.
 	var buf bytes.Buffer
-	buf.Grow(int(ih.NewSize))
+	buf.Grow(int(min(uint64(ih.NewSize), 64<<20)))
 	if err := bspatch.Apply(puffedSrc, inner, &buf); err != nil {
 		return nil, err
 	}

@@ -148,6 +148,11 @@ func HuffStream(puffed []byte, deflates []BitExtent, puffs []ByteExtent) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	// Each puff byte huffs into at most 2 deflate bytes (plus a partial byte
+	// per deflate); gap bytes map 1:1. Bound the allocation by that.
+	if size > 2*uint64(len(puffed))+8*uint64(len(deflates))+8 {
+		return nil, fmt.Errorf("puffin: %d-byte file from a %d-byte puffed stream: %w", size, len(puffed), ErrCorrupt)
+	}
 	if err := checkLayout(deflates, puffs, uint64(len(puffed)), size); err != nil {
 		return nil, err
 	}
