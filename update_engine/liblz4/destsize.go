@@ -74,10 +74,8 @@ func CompressDestSize(src []byte, dstSize int) ([]byte, int) {
 	} else {
 		s.table = make([]uint32, 1<<hashLog)
 	}
-	// The 5-byte hash reads 8 bytes; pad the input so reads never fail.
-	padded := make([]byte, len(src)+8)
-	copy(padded, src)
-	s.src = padded
+	// The input is read in place: hashes read at most 8 bytes at positions
+	// ≤ iend−11, so never past the end.
 	iend := len(src)
 	mflimitPlusOne := iend - mfLimit + 1
 	matchlimit := iend - lastLiterals

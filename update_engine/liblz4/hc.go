@@ -1,6 +1,9 @@
 package liblz4
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"sync"
+)
 
 // LZ4 HC (lz4hc.c of liblz4 1.9.4), hash-chain levels 1…9 of
 // LZ4_compress_HC_destSize on a fresh state. Positions are indexes into the
@@ -21,8 +24,10 @@ var hcSearches = [10]int{2, 2, 2, 4, 8, 16, 32, 64, 128, 256}
 // 10…12 use liblz4's optimal parser.
 const HCMaxLevel = 9
 
+var hcPool = sync.Pool{New: func() any { return new(hcState) }}
+
 type hcState struct {
-	src          []byte // input, padded with 8 zero bytes
+	src          []byte // input
 	hash         [1 << hcHashLog]uint32
 	chain        [1 << 16]uint16
 	nextToUpdate uint32
@@ -201,16 +206,29 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 // means 9, liblz4's default): it compresses as much of src as fits in
 // dstSize bytes and returns the block and the source bytes it holds.
 func CompressHCDestSize(src []byte, dstSize, level int) ([]byte, int) {
+	out, n, _ := CompressHCDestSizeBudget(src, dstSize, level, nil)
+	return out, n
+}
+
+// CompressHCDestSizeBudget is CompressHCDestSize that gives up (ok false)
+// once *budget match searches are spent, when budget is not nil: liblz4
+// scans input that yields no match to its end, so a crafted caller asking
+// for many small blocks of a large input would otherwise make it quadratic.
+func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (block []byte, consumed int, ok bool) {
 	if level < 1 {
 		level = 9
 	}
 	if level > HCMaxLevel || dstSize < 1 {
-		return nil, 0
+		return nil, 0, true
 	}
 	maxAttempts := hcSearches[level]
 	patternAnalysis := maxAttempts > 128
-	h := &hcState{src: make([]byte, len(src)+8), nextToUpdate: hcStart}
-	copy(h.src, src)
+	// A fresh, zeroed state per call, as LZ4_initStreamHC makes it. The
+	// input is read in place (never past iend; see the bounds in the
+	// helpers), so each call costs what it compresses, not the input size.
+	h := hcPool.Get().(*hcState)
+	defer hcPool.Put(h)
+	*h = hcState{src: src, nextToUpdate: hcStart}
 	iend := len(src)
 	mflimit := iend - mfLimit
 	matchlimit := iend - lastLiterals
@@ -281,6 +299,12 @@ func CompressHCDestSize(src []byte, dstSize, level int) ([]byte, int) {
 	if len(src) >= minLength {
 	main:
 		for ip <= mflimit {
+			if budget != nil {
+				if *budget <= 0 {
+					return nil, 0, false
+				}
+				*budget--
+			}
 			ml = h.widerMatch(ip, ip, matchlimit, minMatch-1, &ref, new(int), maxAttempts, patternAnalysis)
 			if ml < minMatch {
 				ip++
@@ -407,5 +431,5 @@ func CompressHCDestSize(src []byte, dstSize, level int) ([]byte, int) {
 		out = append(out, byte(lastRun<<4))
 	}
 	out = append(out, src[anchor:anchor+lastRun]...)
-	return out, anchor + lastRun
+	return out, anchor + lastRun, true
 }

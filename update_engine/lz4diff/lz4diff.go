@@ -364,6 +364,11 @@ func Compress(data []byte, in *Info) ([]byte, error) {
 		return nil, corrupt("%d compressed bytes for %d uncompressed", comp, unc)
 	}
 	out := make([]byte, (comp+blockSize-1)/blockSize*blockSize)
+	// Real images compress each byte about once; a patch asking for far more
+	// work than that (many tiny blocks over a large, match-poor input) is
+	// refused instead of running for hours.
+	startBudget := 8*int64(unc) + 1<<16
+	budget := startBudget
 	off := uint64(0)
 	for _, b := range in.Blocks {
 		dst := out[off : off+b.CompressedLength]
@@ -375,7 +380,11 @@ func Compress(data []byte, in *Info) ([]byte, error) {
 		rest := data[b.UncompressedOffset:]
 		var got []byte
 		if in.Algo == LZ4HC {
-			got, _ = liblz4.CompressHCDestSize(rest, int(b.CompressedLength), int(in.Level))
+			var ok bool
+			got, _, ok = liblz4.CompressHCDestSizeBudget(rest, int(b.CompressedLength), int(in.Level), &budget)
+			if !ok {
+				return nil, corrupt("re-compressing %d blocks of %d bytes takes more than %d match searches", len(in.Blocks), unc, startBudget)
+			}
 		} else {
 			got, _ = liblz4.CompressDestSize(rest, int(b.CompressedLength))
 		}
