@@ -13,7 +13,10 @@
 // levels 1…2 (its "lz4mid" strategy); this package matches 1.9.4.
 package liblz4
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 const (
 	minMatch     = 4
@@ -50,11 +53,7 @@ func (s *state) read32(p int) uint32 { return binary.LittleEndian.Uint32(s.src[p
 // count is LZ4_count: the length of the common prefix of src[a:] and
 // src[b:], a < limit.
 func (s *state) count(a, b, limit int) int {
-	n := 0
-	for a+n < limit && s.src[a+n] == s.src[b+n] {
-		n++
-	}
-	return n
+	return commonPrefix(s.src, a, b, limit)
 }
 
 // CompressDestSize compresses as much of src as fits in dstSize bytes, as
@@ -211,4 +210,23 @@ func CompressDestSize(src []byte, dstSize int) ([]byte, int) {
 		ip++
 		forwardH = s.hash(ip)
 	}
+}
+
+// commonPrefix is LZ4_count: the length of the common prefix of src[a:] and
+// src[b:] (b < a), stopping at limit.
+func commonPrefix(src []byte, a, b, limit int) int {
+	start := a
+	for a+8 <= limit {
+		x := binary.LittleEndian.Uint64(src[a:]) ^ binary.LittleEndian.Uint64(src[b:])
+		if x != 0 {
+			return a - start + bits.TrailingZeros64(x)/8
+		}
+		a += 8
+		b += 8
+	}
+	for a < limit && src[a] == src[b] {
+		a++
+		b++
+	}
+	return a - start
 }

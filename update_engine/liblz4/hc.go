@@ -38,11 +38,7 @@ func (h *hcState) read16(p int) uint16 { return binary.LittleEndian.Uint16(h.src
 func (h *hcState) hashAt(p int) uint32 { return (h.read32(p) * 2654435761) >> (32 - hcHashLog) }
 
 func (h *hcState) count(a, b, limit int) int {
-	n := 0
-	for a+n < limit && h.src[a+n] == h.src[b+n] {
-		n++
-	}
-	return n
+	return commonPrefix(h.src, a, b, limit)
 }
 
 func (h *hcState) insert(ip int) {
