@@ -10,7 +10,9 @@ pkgs=(
 	e2fsprogs      # mkfs.ext4 / debugfs for realistic test images
 	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench and codec interop tests
 	python3 python3-lz4   # C liblz4 block API for the lz4 interop test
+	liblz4-dev     # lz4hc.h + liblz4.so: the test-only C helper proving the Go LZ4 HC port bit-exact (lz4diff)
 	bsdiff         # bsdiff/bspatch cross-checks of our BSDIFF40 encoder and patcher
+	zip            # Info-ZIP archives for the puffin bit-exactness tests
 	cryptsetup-bin # veritysetup: cross-check of the dm-verity hash tree
 	protobuf-compiler     # protoc: the generated-code freshness test and make proto
 	fuse3          # fusermount3 for the FUSE frontend

@@ -67,6 +67,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	maxTimestamp := fs.Int64("max-timestamp", 0, "manifest max_timestamp (anti-downgrade)")
 	brotliQuality := fs.Int("brotli-quality", 9, "brotli quality for BSDF2 streams (AOSP uses 11)")
 	noDiff := fs.Bool("no-diff", false, "never emit bsdiff operations")
+	noPuffdiff := fs.Bool("no-puffdiff", false, "never emit PUFFDIFF operations (otherwise tried from minor 5 for zip/gzip data)")
 	verityOn := fs.Bool("verity", false, "append a dm-verity hash tree and FEC to every image (see below); needs --verity-out")
 	verityOut := fs.String("verity-out", "", "with --verity: write the extended images to DIR/target/ and DIR/source/")
 	veritySeed := fs.String("verity-seed", "vabc-verity", "with --verity: seed of the hash-tree salts (deterministic)")
@@ -105,6 +106,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		Threads:       *threads,
 		MaxTimestamp:  *maxTimestamp,
 	}
+	cfg.DisablePuffdiff = *noPuffdiff
 	if cfg.Threads <= 0 {
 		cfg.Threads = max(1, runtime.GOMAXPROCS(0))
 	}

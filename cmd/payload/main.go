@@ -5,6 +5,8 @@
 //	payload verify [--key PEM | --otacerts ZIP] [--properties FILE] [--json] PAYLOAD
 //	payload extract [-o DIR] [--old DIR] [-p a,b] [--threads N] [--json] PAYLOAD
 //	payload generate --target DIR [--source DIR] -o payload.bin … (generate.go)
+//	payload puffpatch --src FILE --patch FILE -o OUT (puffin.go)
+//	payload puffdiff --src FILE --dst FILE -o PATCH
 package main
 
 import (
@@ -34,6 +36,8 @@ var commands = []command{
 	{"extract", "write <partition>.img files (full or delta payloads)", runExtract},
 	{"generate", "build a full or incremental payload from partition images", runGenerate},
 	{"apply-cow", "write VABC COW files (<partition>.cow), resumable", runApplyCOW},
+	{"puffpatch", "apply a puffin (PUF1) patch to a file", runPuffpatch},
+	{"puffdiff", "make a puffin (PUF1) patch between two files with deflate data", runPuffdiff},
 }
 
 func usage(w io.Writer) {

@@ -133,6 +133,9 @@ func opCost(op *metadata.InstallOperation, bs int64) int64 {
 	switch op.GetType() {
 	case metadata.InstallOperation_SOURCE_BSDIFF, metadata.InstallOperation_BROTLI_BSDIFF:
 		c += ops.ExtentBytes(op.SrcExtents, bs)
+	case metadata.InstallOperation_PUFFDIFF, metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF:
+		// source + puffed source + puffed destination + destination
+		c += 4 * (ops.ExtentBytes(op.SrcExtents, bs) + ops.ExtentBytes(op.DstExtents, bs))
 	case metadata.InstallOperation_REPLACE_XZ:
 		c += 8 << 20 // LZMA2 dictionary
 	}

@@ -306,10 +306,10 @@ func TestFailuresLeaveNothing(t *testing.T) {
 			b.Partition("vendor").Operations[1].DataSha256Hash[3] ^= 1
 			return old
 		}, nil, "partition vendor op 1 (SOURCE_BSDIFF): data_sha256_hash"},
-		{"puffdiff", func(b *payloadtest.Builder, old []byte) []byte {
-			b.Partition("vendor").Operations[2].Type = metadata.InstallOperation_PUFFDIFF.Enum()
+		{"zucchini", func(b *payloadtest.Builder, old []byte) []byte {
+			b.Partition("vendor").Operations[2].Type = metadata.InstallOperation_ZUCCHINI.Enum()
 			return old
-		}, ErrUnsupported, "unsupported op PUFFDIFF in partition vendor op 2"},
+		}, ErrUnsupported, "unsupported op ZUCCHINI in partition vendor op 2"},
 		{"unknown-op", func(b *payloadtest.Builder, old []byte) []byte {
 			b.Partition("vendor").Operations[3].Type = metadata.InstallOperation_Type(42).Enum()
 			return old

@@ -39,8 +39,11 @@ type Config struct {
 	BrotliQuality int
 	// DisableDiff turns off bsdiff operations in incremental payloads.
 	DisableDiff bool
-	Threads     int // worker goroutines (default 1); output does not depend on it
-	VABC        *VABC
+	// DisablePuffdiff turns off PUFFDIFF operations (otherwise tried, from
+	// minor version 5, for changed data holding zip entries or gzip files).
+	DisablePuffdiff bool
+	Threads         int // worker goroutines (default 1); output does not depend on it
+	VABC            *VABC
 	// Verity, if set, appends a dm-verity hash tree and FEC to every image
 	// (old and new) and, in incremental payloads, sets hash_tree_* / fec_*
 	// and leaves those blocks to update_engine (see Verity).

@@ -14,6 +14,11 @@
 // windows (same position, and next to the neighbouring copied blocks) is
 // compared with the best REPLACE; the patch wins only when smaller
 // (BROTLI_BSDIFF with BSDF2 from minor 4, SOURCE_BSDIFF with BSDIFF40 below).
+// From minor 5, when the changed data holds zip entries or gzip files
+// (update_engine/puffin Locate), a PUFFDIFF patch between the puffed views is
+// tried against each window too and wins when smaller; it is applied once
+// before it is accepted (Config.DisablePuffdiff, `--no-puffdiff`, turns it
+// off). PUFFDIFF operations get no COW_XOR hints, as in update_engine.
 // Operations carry data_sha256_hash and (minor ≥ 3) src_sha256_hash; every
 // partition carries old/new partition_info; blobs are contiguous in manifest
 // order (spec §1.2).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vabc-go/vabc/update_engine/bsdiff"
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/puffin"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -247,8 +248,23 @@ func (c *Config) run(pp *partPlan, u *unit) error {
 	}
 	op := opOf(typ)
 	op.DstExtents = []*metadata.Extent{ext(u.dstStart, u.dstBlocks)}
+	var deflates []puffin.BitExtent
+	if c.puffdiffOK() {
+		deflates = puffin.Locate(data, bs)
+	}
 	for _, w := range u.windows {
 		old := pp.p.Old[w[0]*bs : w[1]*bs]
+		if patch := c.tryPuffdiff(old, data, deflates); patch != nil && len(patch) < len(blob) {
+			blob = patch
+			op = opOf(metadata.InstallOperation_PUFFDIFF)
+			op.DstExtents = []*metadata.Extent{ext(u.dstStart, u.dstBlocks)}
+			op.SrcExtents = []*metadata.Extent{ext(w[0], w[1]-w[0])}
+			if c.MinorVersion >= srcHashMinor {
+				h := sha256.Sum256(old)
+				op.SrcSha256Hash = h[:]
+			}
+			u.xor = nil // update_engine derives COW_XOR from bsdiff ops only
+		}
 		d := bsdiff.Diff(old, data)
 		var patch []byte
 		dtyp := metadata.InstallOperation_SOURCE_BSDIFF

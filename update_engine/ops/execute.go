@@ -40,7 +40,8 @@ func Supported(t metadata.InstallOperation_Type) bool {
 	switch t {
 	case metadata.InstallOperation_REPLACE, metadata.InstallOperation_REPLACE_BZ, metadata.InstallOperation_REPLACE_XZ,
 		metadata.InstallOperation_REPLACE_ZSTD, metadata.InstallOperation_ZERO, metadata.InstallOperation_DISCARD,
-		metadata.InstallOperation_SOURCE_COPY, metadata.InstallOperation_SOURCE_BSDIFF, metadata.InstallOperation_BROTLI_BSDIFF:
+		metadata.InstallOperation_SOURCE_COPY, metadata.InstallOperation_SOURCE_BSDIFF, metadata.InstallOperation_BROTLI_BSDIFF,
+		metadata.InstallOperation_PUFFDIFF, metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF:
 		return true
 	}
 	return false
@@ -191,6 +192,10 @@ func Execute(op *metadata.InstallOperation, blob []byte, env Env) error {
 			return err
 		}
 		return nil
+	case metadata.InstallOperation_PUFFDIFF:
+		return executePuffdiff(op, blob, env)
+	case metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF:
+		return executeLz4diff(op, blob, env)
 	}
 	return fmt.Errorf("%w %s", ErrUnsupported, typeName(t))
 }

@@ -50,6 +50,11 @@ func FuzzExecute(f *testing.F) {
 	f.Add(seed(&metadata.InstallOperation{Type: metadata.InstallOperation_ZERO.Enum(), DstExtents: ext(0, 1, sparseHole, 1<<40)}), []byte(nil))
 	f.Add(seed(&metadata.InstallOperation{Type: metadata.InstallOperation_BROTLI_BSDIFF.Enum(), SrcExtents: ext(0, 1), DstExtents: ext(0, 1)}),
 		[]byte("BSDF2\x00\x00\x00\x18\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00"))
+	bsdf := []byte("BSDF2\x00\x00\x00\x18\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00")
+	f.Add(seed(&metadata.InstallOperation{Type: metadata.InstallOperation_PUFFDIFF.Enum(), SrcExtents: ext(0, 1), DstExtents: ext(0, 1)}),
+		append([]byte("PUF1\x00\x00\x00\x06\x12\x02\x18\x01\x1a\x00"), bsdf...))
+	f.Add(seed(&metadata.InstallOperation{Type: metadata.InstallOperation_LZ4DIFF_BSDIFF.Enum(), SrcExtents: ext(0, 1), DstExtents: ext(0, 1)}),
+		append([]byte("LZ4DIFF\x00\x00\x00\x00\x01\x00\x00\x00\x00"), bsdf...))
 	f.Fuzz(func(t *testing.T, opBytes, blob []byte) {
 		var op metadata.InstallOperation
 		if err := proto.Unmarshal(opBytes, &op); err != nil {

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"bytes"
+	"compress/flate"
 	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
@@ -12,7 +13,11 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vabc-go/vabc/update_engine/bsdiff"
+	"github.com/vabc-go/vabc/update_engine/liblz4"
+	"github.com/vabc-go/vabc/update_engine/lz4diff"
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/puffin"
 )
 
 const bs = 4096
@@ -254,8 +259,7 @@ func putOff(b []byte, v int64) {
 }
 
 func TestUnsupported(t *testing.T) {
-	for _, typ := range []metadata.InstallOperation_Type{metadata.InstallOperation_PUFFDIFF, metadata.InstallOperation_ZUCCHINI,
-		metadata.InstallOperation_LZ4DIFF_BSDIFF, metadata.InstallOperation_LZ4DIFF_PUFFDIFF, opMove,
+	for _, typ := range []metadata.InstallOperation_Type{metadata.InstallOperation_ZUCCHINI, opMove,
 		opBsdiff, metadata.InstallOperation_Type(77)} {
 		t.Run(typeName(typ), func(t *testing.T) {
 			err := Execute(&metadata.InstallOperation{Type: typ.Enum()}, nil, Env{BlockSize: bs, Target: make(mem, bs)})
@@ -272,5 +276,86 @@ func TestDiffSourceBound(t *testing.T) {
 	err := Execute(op, []byte("BSDF"), Env{BlockSize: bs, Source: make(mem, bs), SourceSize: bs, Target: make(mem, bs)})
 	if err == nil || !strings.Contains(err.Error(), "source bytes") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestPuffdiffOp applies a PUFFDIFF made by update_engine/puffin to blocks
+// holding a zip-like deflate stream, through scattered extents.
+func TestPuffdiffOp(t *testing.T) {
+	mk := func(s string) []byte {
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, 9)
+		w.Write([]byte(strings.Repeat(s, 400)))
+		w.Close()
+		out := make([]byte, 3*bs)
+		copy(out[100:], b.Bytes())
+		return out
+	}
+	oldData, newData := mk("hello puffin world "), mk("hello puffin planet ")
+	srcDef, _, err := puffin.LocateStream(oldData, 800)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstDef, _, err := puffin.LocateStream(newData, 800)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := puffin.Diff(oldData, newData, srcDef, dstDef, puffin.DiffOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := make(mem, 8*bs)
+	scatter(src, oldData, ext(6, 1, 1, 2))
+	op := &metadata.InstallOperation{Type: metadata.InstallOperation_PUFFDIFF.Enum(), SrcExtents: ext(6, 1, 1, 2), DstExtents: ext(5, 1, 0, 2),
+		DataLength: proto.Uint64(uint64(len(patch))), DataSha256Hash: hashOf(patch), SrcSha256Hash: hashOf(oldData)}
+	img := make(mem, 8*bs)
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: img}); err != nil {
+		t.Fatal(err)
+	}
+	exp := make([]byte, 8*bs)
+	scatter(exp, newData, op.DstExtents)
+	if !bytes.Equal(img, exp) {
+		t.Fatal("image differs")
+	}
+	op.DstExtents = ext(0, 2)
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: make(mem, 8*bs)}); err == nil {
+		t.Fatal("size mismatch accepted")
+	}
+}
+
+// TestLz4diffOp applies an LZ4DIFF_BSDIFF between two LZ4HC-compressed
+// blocks through scattered extents, and refuses the wrong inner type.
+func TestLz4diffOp(t *testing.T) {
+	mk := func(s string) ([]byte, []byte, lz4diff.Block) {
+		raw := []byte(strings.Repeat(s, 2000))
+		c, n := liblz4.CompressHCDestSize(raw, bs, 9)
+		raw = raw[:n]
+		blk := make([]byte, bs)
+		copy(blk[bs-len(c):], c)
+		return raw, blk, lz4diff.Block{UncompressedLength: uint64(n), CompressedLength: bs}
+	}
+	oldRaw, oldBlk, ob := mk("the old erofs cluster text ")
+	newRaw, newBlk, nb := mk("the new erofs cluster text! ")
+	inner, err := bsdiff.Diff(oldRaw, newRaw).Encode(bsdiff.Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &lz4diff.Header{Src: lz4diff.Info{Algo: lz4diff.LZ4HC, Level: 9, Blocks: []lz4diff.Block{ob}, ZeroPadding: true},
+		Dst: lz4diff.Info{Algo: lz4diff.LZ4HC, Level: 9, Blocks: []lz4diff.Block{nb}, ZeroPadding: true}}
+	patch := h.Encode(inner)
+	src := make(mem, 8*bs)
+	scatter(src, oldBlk, ext(3, 1))
+	op := &metadata.InstallOperation{Type: metadata.InstallOperation_LZ4DIFF_BSDIFF.Enum(), SrcExtents: ext(3, 1), DstExtents: ext(6, 1),
+		DataLength: proto.Uint64(uint64(len(patch))), DataSha256Hash: hashOf(patch)}
+	img := make(mem, 8*bs)
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: img}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(img[6*bs:7*bs], newBlk) {
+		t.Fatal("destination block differs from the LZ4HC-compressed new data")
+	}
+	op.Type = metadata.InstallOperation_LZ4DIFF_PUFFDIFF.Enum()
+	if err := Execute(op, patch, Env{BlockSize: bs, Source: src, Target: img}); err == nil {
+		t.Fatal("LZ4DIFF_PUFFDIFF with a bsdiff inner patch accepted")
 	}
 }

@@ -336,12 +336,12 @@ func TestErrors(t *testing.T) {
 		{"bad-compression", Options{Compression: "lzma"}, nil, "compression"},
 		{"bad-factor", Options{CowVersion: 3, CompressionFactor: 3000}, nil, "power of two"},
 		{"unknown-partition", Options{Partitions: []string{"vendor"}}, nil, "no partition"},
-		{"puffdiff", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
+		{"zucchini", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			op := m.Partitions[0].Operations[0]
 			old := op.GetType()
-			op.Type = metadata.InstallOperation_PUFFDIFF.Enum()
+			op.Type = metadata.InstallOperation_ZUCCHINI.Enum()
 			return func() { op.Type = old.Enum() }
-		}, "unsupported op PUFFDIFF in partition random op 0"},
+		}, "unsupported op ZUCCHINI in partition random op 0"},
 		{"twice-written", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			pu := m.Partitions[0]
 			pu.Operations = append(pu.Operations, pu.Operations[0])

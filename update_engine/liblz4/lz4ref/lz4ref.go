@@ -1,0 +1,94 @@
+// Package lz4ref runs liblz4 itself, for tests only: a small C program is
+// compiled with gcc against the system liblz4 (Debian's liblz4-dev) into a
+// temporary directory and fed cases over a pipe. Nothing here is linked into
+// a product binary; only _test.go files import it.
+package lz4ref
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// The reference: a C helper linked against the system liblz4 (Debian's
+// liblz4-dev), built in a temporary directory for this test only.
+const helperC = `
+#include <lz4.h>
+#include <lz4hc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+static int rd(void *p, size_t n) { return fread(p, 1, n, stdin) == n; }
+int main(void) {
+	uint32_t hdr[3];
+	while (rd(hdr, sizeof hdr)) {
+		uint32_t level = hdr[0], target = hdr[1], n = hdr[2];
+		char *src = malloc(n + 1), *dst = malloc(target + 1);
+		if (!rd(src, n)) return 1;
+		int consumed = (int)n, got;
+		if (level == 0) got = LZ4_compress_destSize(src, dst, &consumed, (int)target);
+		else got = LZ4_compress_HC_destSize(LZ4_createStreamHC(), src, dst, &consumed, (int)target, (int)level);
+		uint32_t out[2] = {(uint32_t)consumed, (uint32_t)got};
+		fwrite(out, sizeof out, 1, stdout);
+		fwrite(dst, 1, got, stdout);
+		free(src); free(dst);
+	}
+	return 0;
+}
+`
+
+// Case is one compression: Level 0 is LZ4_compress_destSize, 1…12
+// LZ4_compress_HC_destSize at that level.
+type Case struct {
+	Level, Target int
+	Src           []byte
+}
+
+// Run builds the helper and runs it over cases, returning the block and
+// the consumed source size of each. It skips the test when gcc or
+// liblz4-dev is missing.
+func Run(t testing.TB, cases []Case) ([][]byte, []int) {
+	t.Helper()
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("gcc not installed")
+	}
+	if _, err := os.Stat("/usr/include/lz4hc.h"); err != nil {
+		t.Skip("liblz4-dev not installed (scripts/deps.sh installs it)")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "h.c"), []byte(helperC), 0o644)
+	bin := filepath.Join(dir, "h")
+	if out, err := exec.Command(cc, "-O1", "-o", bin, filepath.Join(dir, "h.c"), "-llz4").CombinedOutput(); err != nil {
+		t.Fatalf("building the liblz4 helper: %v\n%s", err, out)
+	}
+	var in bytes.Buffer
+	for _, c := range cases {
+		binary.Write(&in, binary.LittleEndian, [3]uint32{uint32(c.Level), uint32(c.Target), uint32(len(c.Src))})
+		in.Write(c.Src)
+	}
+	cmd := exec.Command(bin)
+	cmd.Stdin = &in
+	outB, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("liblz4 helper: %v", err)
+	}
+	r := bufio.NewReader(bytes.NewReader(outB))
+	var blocks [][]byte
+	var consumed []int
+	for range cases {
+		var h [2]uint32
+		if err := binary.Read(r, binary.LittleEndian, &h); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, h[1])
+		io.ReadFull(r, b)
+		blocks, consumed = append(blocks, b), append(consumed, int(h[0]))
+	}
+	return blocks, consumed
+}
