@@ -22,6 +22,9 @@ import (
 	"github.com/vabc-go/vabc/kernel/dmuser"
 )
 
+// maxRequest is the largest READ the kernel sends.
+const maxRequest = 1 << 20
+
 // Options configures Mount.
 type Options struct {
 	// FsName is shown in /proc/mounts (default "vabc-snapuserd").
@@ -64,12 +67,16 @@ func Mount(dir string, opts *Options) (*Export, error) {
 	}
 	e := &Export{dir: dir, root: &rootNode{}, log: o.Logger, files: map[string]*fs.Inode{}}
 	mo := fuse.MountOptions{
-		FsName:       o.FsName,
-		Name:         "vabc",
-		AllowOther:   o.AllowOther,
-		Debug:        o.Debug,
-		Options:      []string{"ro", "default_permissions"},
-		MaxReadAhead: 128 << 10,
+		FsName:     o.FsName,
+		Name:       "vabc",
+		AllowOther: o.AllowOther,
+		Debug:      o.Debug,
+		Options:    []string{"ro", "default_permissions"},
+		// 1 MiB requests (max_read and max_pages, Linux >= 4.20; older
+		// kernels cap at 128 KiB) and read-ahead: a sequential reader costs
+		// one round trip per MiB instead of per 128 KiB.
+		MaxWrite:     maxRequest,
+		MaxReadAhead: maxRequest,
 	}
 	if os.Geteuid() == 0 {
 		mo.DirectMount = true
