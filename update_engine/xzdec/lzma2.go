@@ -84,7 +84,9 @@ func (r rc) bit(p *uint16) (rc, uint32) {
 func (r rc) tree(probs []uint16, n uint) (rc, uint32) {
 	in, ip, rng, code := r.in, r.ip, r.rng, r.code
 	m := uint32(1)
-	for range n {
+	end := uint32(1) << n
+	probs = probs[:end] // one bounds check; m < end below
+	for m < end {
 		if rng < 1<<24 {
 			rng <<= 8
 			code = code<<8 | uint32(in[uint16(ip)])
@@ -104,7 +106,7 @@ func (r rc) tree(probs []uint16, n uint) (rc, uint32) {
 			m = m<<1 | 1
 		}
 	}
-	return rc{in, ip, rng, code}, m - 1<<n
+	return rc{in, ip, rng, code}, m - end
 }
 
 // reverse decodes a bit tree of n bits, least significant bit first.
