@@ -1,6 +1,7 @@
 package snapuserd_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,8 +14,8 @@ import (
 )
 
 // BenchmarkFuseRead reads a 32 MiB lz4 v3 snapshot through the FUSE export
-// with sequential 4 KiB preads (the kernel's read-ahead turns them into
-// large requests), dropping the file's page cache before every pass, beside
+// with sequential 4 KiB preads (the kernel's 128 KiB read-ahead turns them
+// into larger requests) and 1 MiB preads (1 MiB requests), dropping the file's page cache before every pass, beside
 // the same reads of the target image from the page cache. Needs root and
 // /dev/fuse.
 func BenchmarkFuseRead(b *testing.B) {
@@ -42,25 +43,28 @@ func BenchmarkFuseRead(b *testing.B) {
 	if err := os.WriteFile(target, tr.Target, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	run := func(b *testing.B, path string, drop bool) {
+	run := func(b *testing.B, path string, drop bool, size int) {
 		f, err := os.Open(path)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer f.Close()
-		p := make([]byte, 4096)
+		p := make([]byte, size)
 		b.SetBytes(int64(len(tr.Target)))
 		for range b.N {
 			if drop {
 				unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 			}
-			for off := int64(0); off < int64(len(tr.Target)); off += 4096 {
+			for off := int64(0); off < int64(len(tr.Target)); off += int64(size) {
 				if _, err := f.ReadAt(p, off); err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
 	}
-	b.Run("fuse-seq-4KiB", func(b *testing.B) { run(b, filepath.Join(dir, "mnt", "system"), true) })
-	b.Run("raw-seq-4KiB", func(b *testing.B) { run(b, target, false) })
+	for _, size := range []int{4 << 10, 1 << 20} {
+		name := fmt.Sprintf("%dKiB", size>>10)
+		b.Run("fuse-seq-"+name, func(b *testing.B) { run(b, filepath.Join(dir, "mnt", "system"), true, size) })
+		b.Run("raw-seq-"+name, func(b *testing.B) { run(b, target, false, size) })
+	}
 }

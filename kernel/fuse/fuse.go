@@ -77,6 +77,10 @@ func Mount(dir string, opts *Options) (*Export, error) {
 		// one round trip per MiB instead of per 128 KiB.
 		MaxWrite:     maxRequest,
 		MaxReadAhead: maxRequest,
+		// Replies are Go buffers: go-fuse's splice path would copy them
+		// into a pipe first, and for a 1 MiB reply plus header it fails
+		// against the default pipe-max-size of 1 MiB, logging every time.
+		DisableSplice: true,
 	}
 	if os.Geteuid() == 0 {
 		mo.DirectMount = true
