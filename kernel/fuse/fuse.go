@@ -73,8 +73,11 @@ func Mount(dir string, opts *Options) (*Export, error) {
 		Debug:      o.Debug,
 		Options:    []string{"ro", "default_permissions"},
 		// 1 MiB requests (max_read and max_pages, Linux >= 4.20; older
-		// kernels cap at 128 KiB) and read-ahead: a sequential reader costs
-		// one round trip per MiB instead of per 128 KiB.
+		// kernels cap at 128 KiB): a reader with large buffers costs one
+		// round trip per MiB. The kernel starts a FUSE mount's read-ahead
+		// at 128 KiB and max_readahead can only lower it, so small
+		// sequential reads still arrive as 128 KiB requests (raising
+		// /sys/class/bdi/<dev>/read_ahead_kb showed no gain here).
 		MaxWrite:     maxRequest,
 		MaxReadAhead: maxRequest,
 		// Replies are Go buffers: go-fuse's splice path would copy them
