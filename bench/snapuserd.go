@@ -250,7 +250,7 @@ func benchSnapuserd(rep *report) error {
 			if err != nil {
 				return fmt.Errorf("fuse: %w", err)
 			}
-			rep.printf("| snapuserd, FUSE file (kernel read-ahead 128 KiB) | %.0f | %.0f | %.3f / %.3f |\n", fseq, frnd, fseq/dseq, frnd/drnd)
+			rep.printf("| snapuserd, FUSE file (1 MiB max_read, kernel read-ahead 128 KiB) | %.0f | %.0f | %.3f / %.3f |\n", fseq, frnd, fseq/dseq, frnd/drnd)
 		}
 	} else {
 		rep.printf("| snapuserd, FUSE file | skipped: needs root | | |\n")

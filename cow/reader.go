@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // ReaderOptions configures NewReader and Open. The zero value (or nil) parses
@@ -361,11 +362,28 @@ func (r *Reader) readData(idx int64, op *Op, buf []byte, ignoreBytes int) (int, 
 	if int64(ignoreBytes) > unit {
 		return fail(off, fmt.Sprintf("ignoreBytes %d beyond unit size", ignoreBytes), unit)
 	}
-	src := make([]byte, dl)
+	// Pooled buffers for the payload and, unless buf takes the whole unit
+	// (decoded straight into it), the decoded unit.
+	var src []byte
+	if dl <= MaxCompressionSize {
+		sp := dataPool.Get().(*[]byte)
+		defer dataPool.Put(sp)
+		src = (*sp)[:dl]
+	} else {
+		src = make([]byte, dl)
+	}
 	if err := r.readRaw(src, off); err != nil {
 		return 0, err
 	}
-	dst := make([]byte, unit)
+	var dst []byte
+	direct := ignoreBytes == 0 && int64(len(buf)) >= unit
+	if direct {
+		dst = buf[:unit]
+	} else {
+		dp := dataPool.Get().(*[]byte)
+		defer dataPool.Put(dp)
+		dst = (*dp)[:unit]
+	}
 	n, err := Decompress(alg, dst, src)
 	if err != nil {
 		return 0, &FormatError{Path: r.opts.Path, Off: off, Op: idx,
@@ -374,5 +392,11 @@ func (r *Reader) readData(idx int64, op *Op, buf []byte, ignoreBytes int) (int, 
 	if int64(n) != unit {
 		return fail(off, fmt.Sprintf("%s payload (new_block %d) decompressed to %d bytes, want", alg, op.NewBlock, n), unit)
 	}
+	if direct {
+		return int(unit), nil
+	}
 	return copy(buf, dst[ignoreBytes:]), nil
 }
+
+// dataPool holds MaxCompressionSize buffers for readData.
+var dataPool = sync.Pool{New: func() any { b := make([]byte, MaxCompressionSize); return &b }}

@@ -293,9 +293,11 @@ func (s *Snapshot) ReadSectors(p []byte, sector uint64) error {
 		}
 		n := min(BlockSize-inner, len(p))
 		if inner == 0 && n == BlockSize {
-			if err := s.readBlock(blk, p[:BlockSize]); err != nil {
+			k, err := s.readRun(blk, p)
+			if err != nil {
 				return err
 			}
+			n = k
 		} else {
 			if tmp == nil {
 				tmp = s.bufPool.Get().(*[]byte)
@@ -309,6 +311,101 @@ func (s *Snapshot) ReadSectors(p []byte, sector uint64) error {
 		p, off = p[n:], off+int64(n)
 	}
 	return nil
+}
+
+// readRun produces one or more whole mapped blocks from block b into p
+// (len(p) >= BlockSize) and returns the bytes written: a run of Copy ops
+// with consecutive sources is one source read, a run of Xor ops with
+// consecutive sources is one source read plus the per-block payloads, and a
+// Replace unit gives all of its blocks that p covers in one cache read, or
+// is decompressed straight into p when p covers the whole unit.
+func (s *Snapshot) readRun(b uint64, p []byte) (int, error) {
+	i := sort.Search(len(s.index), func(k int) bool { return s.index[k].block > b }) - 1
+	ops := s.r.Ops()
+	e := s.index[i]
+	op := &ops[e.op]
+	maxBlocks := uint64(len(p) / BlockSize)
+	switch {
+	case op.Type == cow.OpReplace && op.FactorShift > 0:
+		first := b - e.block
+		k := min(op.Blocks()-first, maxBlocks)
+		unit := BlockSize << op.FactorShift
+		if first == 0 && k == op.Blocks() {
+			// The whole unit: no cache, no copy.
+			n, err := s.r.ReadOpData(int(e.op), p[:unit], 0)
+			if err != nil {
+				return 0, fmt.Errorf("snapuserd: %s: block %d (op %d, replace ×%d): decompress: %w", s.name, b, e.op, op.Blocks(), err)
+			}
+			if n != unit {
+				return 0, fmt.Errorf("snapuserd: %s: block %d: op %d decompressed to %d bytes, want %d", s.name, b, e.op, n, unit)
+			}
+			return unit, nil
+		}
+		at := int(first * BlockSize)
+		dst := p[:k*BlockSize]
+		n, err := s.units.read(e.op, unit, at, dst, s.loader(e.op))
+		if err != nil {
+			return 0, fmt.Errorf("snapuserd: %s: block %d (op %d, replace ×%d): decompress: %w", s.name, b, e.op, op.Blocks(), err)
+		}
+		if at+len(dst) > n {
+			return 0, fmt.Errorf("snapuserd: %s: block %d: op %d decompressed to %d bytes, blocks [%d, %d)", s.name, b, e.op, n, at, at+len(dst))
+		}
+		return len(dst), nil
+	case op.Type == cow.OpCopy || op.Type == cow.OpXor:
+		k := s.sourceRun(i, maxBlocks)
+		if k <= 1 {
+			break
+		}
+		srcOff, _ := s.r.SourceOffset(op)
+		dst := p[:k*BlockSize]
+		if err := readFull(s.src, dst, int64(srcOff)); err != nil {
+			return 0, fmt.Errorf("snapuserd: %s: blocks [%d, %d) (ops from %d, %v): source device read at %d: %w", s.name, b, b+k, e.op, op.Type, srcOff, err)
+		}
+		if op.Type == cow.OpCopy {
+			return len(dst), nil
+		}
+		tp := s.bufPool.Get().(*[]byte)
+		defer s.bufPool.Put(tp)
+		x := (*tp)[:BlockSize]
+		for j := range k {
+			ej := s.index[i+int(j)]
+			n, err := s.units.read(ej.op, BlockSize, 0, x, s.loader(ej.op))
+			if err == nil && n != BlockSize {
+				err = fmt.Errorf("%d bytes, want %d", n, BlockSize)
+			}
+			if err != nil {
+				return 0, fmt.Errorf("snapuserd: %s: block %d (op %d, %v): xor payload: %w", s.name, b+j, ej.op, cow.OpXor, err)
+			}
+			xorWords(dst[j*BlockSize:(j+1)*BlockSize], x)
+		}
+		return len(dst), nil
+	}
+	return BlockSize, s.readBlock(b, p[:BlockSize])
+}
+
+// sourceRun counts the index entries from i on (at most max) that can be
+// read with one source read: ops of index[i]'s type (Copy or Xor) on
+// consecutive blocks with consecutive sources, none merged yet and none
+// with a read-ahead copy in scratch.
+func (s *Snapshot) sourceRun(i int, max uint64) uint64 {
+	ops := s.r.Ops()
+	first := &ops[s.index[i].op]
+	firstSrc, _ := s.r.SourceOffset(first)
+	var k uint64
+	for ; k < max && i+int(k) < len(s.index); k++ {
+		e := s.index[i+int(k)]
+		op := &ops[e.op]
+		if op.Type != first.Type || e.block != s.index[i].block+k || uint64(e.step) < s.merged {
+			break
+		}
+		if src, _ := s.r.SourceOffset(op); src != firstSrc+k*BlockSize {
+			break
+		}
+		if _, ok := s.scratch[e.block]; ok {
+			break
+		}
+	}
+	return k
 }
 
 func readFull(r io.ReaderAt, p []byte, off int64) error {

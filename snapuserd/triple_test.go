@@ -67,3 +67,35 @@ func firstDiff(a, b []byte) int {
 	}
 	return -1
 }
+
+// TestSnapshotReadSizes reads every triple in requests of several sizes and
+// alignments, so that Copy/Xor runs and Replace units are cut at every kind
+// of boundary (run coalescing, whole-unit decoding into the request,
+// partial units through the cache).
+func TestSnapshotReadSizes(t *testing.T) {
+	sizes := []int{snapuserd.BlockSize, 3 * snapuserd.BlockSize, 17 * snapuserd.BlockSize, 64<<10 + snapuserd.BlockSize, 1 << 20, 1536}
+	for _, spec := range snapuserdtest.Specs(512) {
+		if spec.Comp != cow.CompressionLz4 && spec.Comp != cow.CompressionNone {
+			continue
+		}
+		t.Run(spec.String(), func(t *testing.T) {
+			tr := snapuserdtest.GenTriple(t, spec)
+			s := snapshotOf(t, tr)
+			for _, sz := range sizes {
+				for _, shift := range []int{0, 5 * snapuserd.BlockSize, 512} {
+					got := make([]byte, len(tr.Target))
+					copy(got, tr.Target[:shift])
+					for off := shift; off < len(got); off += sz {
+						n := min(sz, len(got)-off)
+						if err := s.ReadSectors(got[off:off+n], uint64(off/512)); err != nil {
+							t.Fatalf("read %d at %d: %v", n, off, err)
+						}
+					}
+					if i := firstDiff(got, tr.Target); i >= 0 {
+						t.Fatalf("reads of %d bytes from %d: differ at byte %d (block %d)", sz, shift, i, i/snapuserd.BlockSize)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package xzdec
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -20,78 +21,194 @@ const (
 	lzMatchMinLen = 2
 )
 
-// rangeDec reads one LZMA chunk (at most 64 KiB) from a fixed array indexed
-// by uint16, so the hot path has no bounds check and corrupt data that runs
-// past the chunk wraps around instead of panicking; chunk() then sees
-// ip != packed and reports the corruption.
-type rangeDec struct {
+// rc is the range decoder over one LZMA chunk (at most 64 KiB), copied into
+// a fixed array indexed by uint16, so the hot path has no bounds check and
+// corrupt data that runs past the chunk wraps around instead of panicking;
+// chunk() then sees ip != packed and reports the corruption.
+//
+// rc is passed and returned by value (r, b = r.bit(p)): a small struct that
+// is never address-taken stays in registers through the inlined bit decoder,
+// where a pointer receiver would make every bit a load and a store.
+type rc struct {
 	in   *[1 << 16]byte
-	ip   int
+	ip   uint32
 	rng  uint32
 	code uint32
 }
 
-func (rc *rangeDec) init(buf *[1 << 16]byte, chunk []byte) bool {
+func newRC(buf *[1 << 16]byte, chunk []byte) (rc, bool) {
 	if len(chunk) < 5 || chunk[0] != 0 {
-		return false
+		return rc{}, false
 	}
 	copy(buf[:], chunk)
-	rc.in, rc.ip = buf, 5
-	rc.rng = 0xFFFFFFFF
-	rc.code = uint32(chunk[1])<<24 | uint32(chunk[2])<<16 | uint32(chunk[3])<<8 | uint32(chunk[4])
-	return true
+	code := uint32(chunk[1])<<24 | uint32(chunk[2])<<16 | uint32(chunk[3])<<8 | uint32(chunk[4])
+	return rc{in: buf, ip: 5, rng: 0xFFFFFFFF, code: code}, true
 }
 
-func (rc *rangeDec) normalize() {
-	if rc.rng < 1<<24 {
-		rc.rng <<= 8
-		rc.code = rc.code<<8 | uint32(rc.in[uint16(rc.ip)])
-		rc.ip++
-	}
-}
-
-func (rc *rangeDec) bit(p *uint16) uint32 {
-	rc.normalize()
-	bound := (rc.rng >> 11) * uint32(*p)
-	if rc.code < bound {
-		rc.rng = bound
-		*p += (1<<11 - *p) >> 5
-		return 0
-	}
-	rc.rng -= bound
-	rc.code -= bound
-	*p -= *p >> 5
-	return 1
-}
-
-func (rc *rangeDec) tree(probs []uint16, bits uint) uint32 {
-	m := uint32(1)
-	for range bits {
-		m = m<<1 | rc.bit(&probs[m])
-	}
-	return m - 1<<bits
-}
-
-func (rc *rangeDec) reverse(probs []uint16, bits uint) uint32 {
-	m, sym := uint32(1), uint32(0)
-	for i := range bits {
-		b := rc.bit(&probs[m])
-		m = m<<1 | b
-		sym |= b << i
-	}
-	return sym
-}
-
-func (rc *rangeDec) direct(bits uint) uint32 {
-	var r uint32
-	for range bits {
-		rc.normalize()
-		rc.rng >>= 1
-		t := (rc.code - rc.rng) >> 31 // 1 if code < rng
-		rc.code -= rc.rng & (t - 1)
-		r = r<<1 | (1 - t)
+func (r rc) norm() rc {
+	if r.rng < 1<<24 {
+		r.rng <<= 8
+		r.code = r.code<<8 | uint32(r.in[uint16(r.ip)])
+		r.ip++
 	}
 	return r
+}
+
+// bit decodes one bit with the adaptive probability *p. It is written to
+// stay under the inlining budget.
+func (r rc) bit(p *uint16) (rc, uint32) {
+	if r.rng < 1<<24 {
+		r.rng <<= 8
+		r.code = r.code<<8 | uint32(r.in[uint16(r.ip)])
+		r.ip++
+	}
+	v := uint32(*p)
+	bound := (r.rng >> 11) * v
+	b := uint32(0)
+	if r.code < bound {
+		r.rng = bound
+		v += (1<<11 - v) >> 5
+	} else {
+		r.rng -= bound
+		r.code -= bound
+		v -= v >> 5
+		b = 1
+	}
+	*p = uint16(v)
+	return r, b
+}
+
+// tree decodes a bit tree of n bits, most significant bit first, from
+// probs[1:1<<n]. Here and in literal and matchedLiteral the bit decoder of
+// rc.bit is written out by hand: it is just over the inlining budget.
+func (r rc) tree(probs []uint16, n uint) (rc, uint32) {
+	in, ip, rng, code := r.in, r.ip, r.rng, r.code
+	m := uint32(1)
+	end := uint32(1) << n
+	probs = probs[:end] // one bounds check; m < end below
+	for m < end {
+		if rng < 1<<24 {
+			rng <<= 8
+			code = code<<8 | uint32(in[uint16(ip)])
+			ip++
+		}
+		p := &probs[m]
+		v := uint32(*p)
+		bound := (rng >> 11) * v
+		if code < bound {
+			rng = bound
+			*p = uint16(v + (1<<11-v)>>5)
+			m <<= 1
+		} else {
+			rng -= bound
+			code -= bound
+			*p = uint16(v - v>>5)
+			m = m<<1 | 1
+		}
+	}
+	return rc{in, ip, rng, code}, m - end
+}
+
+// reverse decodes a bit tree of n bits, least significant bit first.
+func (r rc) reverse(probs []uint16, n uint) (rc, uint32) {
+	in, ip, rng, code := r.in, r.ip, r.rng, r.code
+	m, sym := uint32(1), uint32(0)
+	for i := range n {
+		if rng < 1<<24 {
+			rng <<= 8
+			code = code<<8 | uint32(in[uint16(ip)])
+			ip++
+		}
+		p := &probs[m]
+		v := uint32(*p)
+		bound := (rng >> 11) * v
+		if code < bound {
+			rng = bound
+			*p = uint16(v + (1<<11-v)>>5)
+			m <<= 1
+		} else {
+			rng -= bound
+			code -= bound
+			*p = uint16(v - v>>5)
+			m = m<<1 | 1
+			sym |= 1 << i
+		}
+	}
+	return rc{in, ip, rng, code}, sym
+}
+
+// direct decodes n bits of probability one half.
+func (r rc) direct(n uint) (rc, uint32) {
+	var v uint32
+	for range n {
+		r = r.norm()
+		r.rng >>= 1
+		t := (r.code - r.rng) >> 31 // 1 if code < rng
+		r.code -= r.rng & (t - 1)
+		v = v<<1 | (1 - t)
+	}
+	return r, v
+}
+
+// literal decodes a byte with the 0x300 probabilities of its context.
+func (r rc) literal(probs *[0x300]uint16) (rc, byte) {
+	in, ip, rng, code := r.in, r.ip, r.rng, r.code
+	sym := uint32(1)
+	for range 8 {
+		if rng < 1<<24 {
+			rng <<= 8
+			code = code<<8 | uint32(in[uint16(ip)])
+			ip++
+		}
+		p := &probs[sym&0xFF]
+		v := uint32(*p)
+		bound := (rng >> 11) * v
+		// Literal bits are hard to predict: decoded without a branch.
+		// m is all ones when the bit is 0 (code < bound).
+		m := uint32(int64(uint64(code)-uint64(bound)) >> 63)
+		rng = bound&m | (rng-bound)&^m
+		code -= bound &^ m
+		*p = uint16((v+(1<<11-v)>>5)&m | (v-v>>5)&^m)
+		sym = sym<<1 | (m + 1)
+	}
+	return rc{in, ip, rng, code}, byte(sym)
+}
+
+// matchedLiteral decodes a byte after a match, using the byte at rep0
+// (match) as extra context: while the decoded bits equal match's, the
+// probabilities at 0x100 (match bit 0) or 0x200 (match bit 1) are used, and
+// after the first difference the plain ones. offs is 0x100 while the bits
+// agree and 0 afterwards, which keeps the loop free of that branch.
+func (r rc) matchedLiteral(probs *[0x300]uint16, match uint32) (rc, byte) {
+	in, ip, rng, code := r.in, r.ip, r.rng, r.code
+	sym, offs := uint32(1), uint32(0x100)
+	for range 8 {
+		match <<= 1
+		t := offs & match // 0x100 if still matching and the match bit is 1
+		if rng < 1<<24 {
+			rng <<= 8
+			code = code<<8 | uint32(in[uint16(ip)])
+			ip++
+		}
+		p := &probs[offs+t+sym&0xFF]
+		v := uint32(*p)
+		bound := (rng >> 11) * v
+		// Still matching iff the bit equals the match bit: offs becomes
+		// offs^t after a 0 and t after a 1.
+		if code < bound {
+			rng = bound
+			*p = uint16(v + (1<<11-v)>>5)
+			sym <<= 1
+			offs ^= t
+		} else {
+			rng -= bound
+			code -= bound
+			*p = uint16(v - v>>5)
+			sym = sym<<1 | 1
+			offs = t
+		}
+	}
+	return rc{in, ip, rng, code}, byte(sym)
 }
 
 type lenDec struct {
@@ -113,14 +230,18 @@ func (l *lenDec) reset() {
 	}
 }
 
-func (l *lenDec) decode(rc *rangeDec, posState uint32) uint32 {
-	if rc.bit(&l.choice) == 0 {
-		return rc.tree(l.low[posState][:], 3)
+func (l *lenDec) decode(r rc, posState uint32) (rc, uint32) {
+	var b, v uint32
+	if r, b = r.bit(&l.choice); b == 0 {
+		r, v = r.tree(l.low[posState&(lzPosStatesMx-1)][:], 3)
+		return r, v
 	}
-	if rc.bit(&l.choice2) == 0 {
-		return 8 + rc.tree(l.mid[posState][:], 3)
+	if r, b = r.bit(&l.choice2); b == 0 {
+		r, v = r.tree(l.mid[posState&(lzPosStatesMx-1)][:], 3)
+		return r, 8 + v
 	}
-	return 16 + rc.tree(l.high[:], 8)
+	r, v = r.tree(l.high[:], 8)
+	return r, 16 + v
 }
 
 // lzma2Dec holds the LZMA state and the window.
@@ -149,7 +270,6 @@ type lzma2Dec struct {
 	tpos          uint64 // position since the last dictionary reset
 	needDictReset bool
 	needProps     bool
-	rc            rangeDec
 	chunkBuf      *[1 << 16]byte
 	in            []byte // LZMA2 data, starting with the next chunk
 	ip            int
@@ -194,9 +314,13 @@ func (d *lzma2Dec) resetState() {
 	d.repLenD.reset()
 }
 
+// winSlack is room past the decoded data for the match copy's last word.
+const winSlack = 8
+
 // makeRoom slides the window so that n more bytes fit, keeping a dictionary
 // of history and everything not yet returned.
 func (d *lzma2Dec) makeRoom(n int) {
+	n += winSlack
 	if d.pos+n <= len(d.win) {
 		return
 	}
@@ -299,16 +423,18 @@ func (d *lzma2Dec) chunk() (bool, error) {
 	if d.chunkBuf == nil {
 		d.chunkBuf = new([1 << 16]byte)
 	}
-	if !d.rc.init(d.chunkBuf, d.in[d.ip:d.ip+packed]) {
+	r, ok := newRC(d.chunkBuf, d.in[d.ip:d.ip+packed])
+	if !ok {
 		return false, fmt.Errorf("lzma2: bad range coder start")
 	}
 	d.makeRoom(unpacked)
-	if err := d.decode(unpacked); err != nil {
+	r, err := d.decode(r, unpacked)
+	if err != nil {
 		return false, err
 	}
-	d.rc.normalize()
-	if d.rc.ip != packed || d.rc.code != 0 {
-		return false, fmt.Errorf("lzma2: chunk of %d bytes consumed %d (code %#x)", packed, d.rc.ip, d.rc.code)
+	r = r.norm()
+	if int(r.ip) != packed || r.code != 0 {
+		return false, fmt.Errorf("lzma2: chunk of %d bytes consumed %d (code %#x)", packed, r.ip, r.code)
 	}
 	d.ip += packed
 	return true, nil
@@ -321,47 +447,48 @@ func (d *lzma2Dec) dictReset() {
 }
 
 // decode produces exactly n bytes at win[pos:].
-func (d *lzma2Dec) decode(n int) error {
-	rc := &d.rc
-	win := d.win
+func (d *lzma2Dec) decode(r rc, n int) (rc, error) {
+	win := d.win // len(win) >= pos+n+winSlack (makeRoom)
 	pos := d.pos
 	end := pos + n
-	hist := d.filled // history before pos
-	base := pos      // window index where this chunk starts
+	hist := d.filled - d.pos // pos+hist bytes of history precede win[pos] (hist <= 0)
 	pbMask := uint32(1)<<d.pb - 1
 	lpMask := uint32(1)<<d.lp - 1
 	lc := d.lc
 	state := d.state
 	rep0, rep1, rep2, rep3 := d.rep[0], d.rep[1], d.rep[2], d.rep[3]
-	tpos := d.tpos
+	tpos := uint32(d.tpos) // only the low bits matter (pb, lp <= 4)
+	var b uint32
 	for pos < end {
-		posState := uint32(tpos) & pbMask
-		if rc.bit(&d.isMatch[state*lzPosStatesMx+posState]) == 0 {
+		posState := tpos & pbMask
+		// r.bit(&d.isMatch[…]) written out: it runs once per symbol.
+		if r.rng < 1<<24 {
+			r.rng <<= 8
+			r.code = r.code<<8 | uint32(r.in[uint16(r.ip)])
+			r.ip++
+		}
+		p := &d.isMatch[state*lzPosStatesMx+posState]
+		v := uint32(*p)
+		bound := (r.rng >> 11) * v
+		if r.code < bound {
+			r.rng = bound
+			*p = uint16(v + (1<<11-v)>>5)
 			var prev uint32
-			if hist+(pos-base) > 0 {
+			if pos+hist > 0 {
 				prev = uint32(win[pos-1])
 			}
-			lit := d.literal[0x300*(((uint32(tpos)&lpMask)<<lc)+prev>>(8-lc)):][:0x300]
-			sym := uint32(1)
-			if state >= 7 {
-				if int(rep0) >= hist+(pos-base) {
-					return fmt.Errorf("lzma2: distance %d beyond %d bytes of history", rep0+1, hist+(pos-base))
+			ctx := 0x300 * (((tpos & lpMask) << lc) + prev>>(8-lc))
+			lit := (*[0x300]uint16)(d.literal[ctx : ctx+0x300])
+			var c byte
+			if state < 7 {
+				r, c = r.literal(lit)
+			} else {
+				if int(rep0) >= pos+hist {
+					return r, fmt.Errorf("lzma2: distance %d beyond %d bytes of history", rep0+1, pos+hist)
 				}
-				mb := uint32(win[pos-int(rep0)-1])
-				for sym < 0x100 {
-					mbit := (mb >> 7) & 1
-					mb <<= 1
-					b := rc.bit(&lit[0x100+mbit<<8+sym])
-					sym = sym<<1 | b
-					if mbit != b {
-						break
-					}
-				}
+				r, c = r.matchedLiteral(lit, uint32(win[pos-int(rep0)-1]))
 			}
-			for sym < 0x100 {
-				sym = sym<<1 | rc.bit(&lit[sym])
-			}
-			win[pos] = byte(sym)
+			win[pos] = c
 			pos++
 			tpos++
 			switch {
@@ -374,43 +501,50 @@ func (d *lzma2Dec) decode(n int) error {
 			}
 			continue
 		}
+		r.rng -= bound
+		r.code -= bound
+		*p = uint16(v - v>>5)
 		var length uint32
-		if rc.bit(&d.isRep[state]) == 0 {
+		if r, b = r.bit(&d.isRep[state]); b == 0 {
 			rep3, rep2, rep1 = rep2, rep1, rep0
-			length = d.lenD.decode(rc, posState)
+			r, length = d.lenD.decode(r, posState)
 			if state < 7 {
 				state = 7
 			} else {
 				state = 10
 			}
-			lenState := min(length, 3)
-			slot := rc.tree(d.posSlot[lenState][:], 6)
+			var slot uint32
+			r, slot = r.tree(d.posSlot[min(length, 3)][:], 6)
 			if slot < 4 {
 				rep0 = slot
 			} else {
 				nd := uint(slot>>1 - 1)
 				dist := (2 | slot&1) << nd
+				var v uint32
 				if slot < lzEndPosModel {
-					dist += rc.reverse(d.specPos[int(dist)-int(slot):], nd)
+					r, v = r.reverse(d.specPos[int(dist)-int(slot):], nd)
+					dist += v
 				} else {
-					dist += rc.direct(nd-4) << 4
-					dist += rc.reverse(d.align[:], 4)
+					r, v = r.direct(nd - 4)
+					dist += v << 4
+					r, v = r.reverse(d.align[:], 4)
+					dist += v
 				}
 				rep0 = dist
 				if rep0 == 0xFFFFFFFF {
-					return fmt.Errorf("lzma2: end-of-payload marker inside a chunk")
+					return r, fmt.Errorf("lzma2: end-of-payload marker inside a chunk")
 				}
 			}
 		} else {
-			if rc.bit(&d.isRepG0[state]) == 0 {
-				if rc.bit(&d.isRep0Long[state*lzPosStatesMx+posState]) == 0 {
+			if r, b = r.bit(&d.isRepG0[state]); b == 0 {
+				if r, b = r.bit(&d.isRep0Long[state*lzPosStatesMx+posState]); b == 0 {
 					if state < 7 {
 						state = 9
 					} else {
 						state = 11
 					}
-					if int(rep0) >= hist+(pos-base) {
-						return fmt.Errorf("lzma2: distance %d beyond %d bytes of history", rep0+1, hist+(pos-base))
+					if int(rep0) >= pos+hist {
+						return r, fmt.Errorf("lzma2: distance %d beyond %d bytes of history", rep0+1, pos+hist)
 					}
 					win[pos] = win[pos-int(rep0)-1]
 					pos++
@@ -419,10 +553,10 @@ func (d *lzma2Dec) decode(n int) error {
 				}
 			} else {
 				var dist uint32
-				if rc.bit(&d.isRepG1[state]) == 0 {
+				if r, b = r.bit(&d.isRepG1[state]); b == 0 {
 					dist = rep1
 				} else {
-					if rc.bit(&d.isRepG2[state]) == 0 {
+					if r, b = r.bit(&d.isRepG2[state]); b == 0 {
 						dist = rep2
 					} else {
 						dist = rep3
@@ -433,7 +567,7 @@ func (d *lzma2Dec) decode(n int) error {
 				rep1 = rep0
 				rep0 = dist
 			}
-			length = d.repLenD.decode(rc, posState)
+			r, length = d.repLenD.decode(r, posState)
 			if state < 7 {
 				state = 8
 			} else {
@@ -442,31 +576,38 @@ func (d *lzma2Dec) decode(n int) error {
 		}
 		l := int(length) + lzMatchMinLen
 		dist := int(rep0) + 1
-		if dist > hist+(pos-base) || dist > d.dictSize {
-			return fmt.Errorf("lzma2: distance %d beyond %d bytes of history", dist, hist+(pos-base))
+		if dist > pos+hist || dist > d.dictSize {
+			return r, fmt.Errorf("lzma2: distance %d beyond %d bytes of history", dist, pos+hist)
 		}
 		if l > end-pos {
-			return fmt.Errorf("lzma2: match of %d bytes crosses the chunk end", l)
+			return r, fmt.Errorf("lzma2: match of %d bytes crosses the chunk end", l)
 		}
 		src := pos - dist
-		if dist >= l && l > 16 {
+		switch {
+		case dist >= l && l > 64:
 			copy(win[pos:pos+l], win[src:src+l])
-		} else {
-			// Short or overlapping: a byte loop beats a memmove call.
+		case dist >= 8:
+			// 8 bytes at a time, each word read before it is written
+			// (dist >= 8); the last word may spill up to 7 bytes past
+			// the match into the window's slack.
+			for i := 0; i < l; i += 8 {
+				binary.LittleEndian.PutUint64(win[pos+i:], binary.LittleEndian.Uint64(win[src+i:]))
+			}
+		default:
 			d, s := win[pos:pos+l], win[src:src+l]
 			for i := range d {
 				d[i] = s[i]
 			}
 		}
 		pos += l
-		tpos += uint64(l)
+		tpos += uint32(l)
 	}
 	d.filled += pos - d.pos
+	d.tpos += uint64(pos - d.pos)
 	d.pos = pos
-	d.tpos = tpos
 	d.state = state
 	d.rep = [4]uint32{rep0, rep1, rep2, rep3}
-	return nil
+	return r, nil
 }
 
 // Read returns decoded bytes; io.EOF after the end marker.
