@@ -191,6 +191,9 @@ func (r *Reader) parseV2() error {
 			if _, ok := knownCompression(op.Compression); !ok {
 				return opErr(int64(i), offsets[i], "v2: unknown compression", uint32(op.Compression))
 			}
+			if !op.Compression.IsStandard() && !r.opts.AllowNonstandard {
+				return opErr(int64(i), offsets[i], fmt.Sprintf("v2: compression %s is a non-AOSP extension (AOSP readers reject it; allow it with ReaderOptions.AllowNonstandard):", op.Compression), uint32(op.Compression))
+			}
 			if r.compression == CompressionNone {
 				r.compression = op.Compression
 			} else if r.compression != op.Compression {

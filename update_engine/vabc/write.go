@@ -180,11 +180,8 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 	var f *os.File
 	if s, ok := loadState(statePath); ok && s.ID == st.manifestID && s.Partition == name && s.Complete {
 		// Finished by an earlier run; skip it if the file is still whole.
-		if r, err := cow.Open(pw.res.Path, nil); err == nil {
-			l, ok := r.LastLabel()
-			size := r.Size()
-			r.Close()
-			if ok && l == cow.EndOfInstallLabel && (s.Verified || pw.skipVerify || len(pu.GetNewPartitionInfo().GetHash()) == 0) {
+		if size, ok := finished(pw.res.Path); ok {
+			if s.Verified || pw.skipVerify || len(pu.GetNewPartitionInfo().GetHash()) == 0 {
 				pw.res.Size, pw.res.Verified, pw.res.AlreadyComplete = size, s.Verified, true
 				pw.res.CopyBlocks = len(plan.copies)
 				return pw.res, nil
@@ -283,6 +280,31 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 	}
 	sf2.Close()
 	return pw.res, nil
+}
+
+// finished reports whether the COW at path parses whole and ends with the
+// end-of-install label, and returns its size. v2: the last Label op is that
+// label. v3 has no "last label" (AOSP reports none; the newest resume slot
+// may be stale): the file is opened at the label, whose resume point must
+// cover every op.
+func finished(path string) (int64, bool) {
+	r, err := cow.Open(path, nil)
+	if err != nil {
+		return 0, false
+	}
+	size, all, v3 := r.Size(), len(r.Ops()), r.Header().MajorVersion >= 3
+	l, ok := r.LastLabel()
+	r.Close()
+	if !v3 {
+		return size, ok && l == cow.EndOfInstallLabel
+	}
+	end := uint64(cow.EndOfInstallLabel)
+	r, err = cow.Open(path, &cow.ReaderOptions{Label: &end})
+	if err != nil {
+		return 0, false
+	}
+	defer r.Close()
+	return size, len(r.Ops()) == all
 }
 
 // writeHead writes the sequence, the up-front Copy ops and Label(0).
