@@ -47,6 +47,9 @@ type Options struct {
 	// Progress, if set, is called from worker goroutines with the number of
 	// destination bytes finished so far and the total.
 	Progress func(done, total int64)
+	// Limits bound what the payload may ask for (partition sizes) and
+	// whether unhashed operations are accepted.
+	Limits payload.Limits
 }
 
 // PartitionResult describes one written image.
@@ -74,18 +77,21 @@ type partJob struct {
 // supported and every needed source image exists. It fails before anything
 // is written.
 func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error) {
+	if err := p.ValidateManifest(); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	sel, err := p.SelectPartitions(opts.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	for _, pu := range sel {
 		name := pu.GetPartitionName()
+		if err := p.ValidatePartition(pu, opts.Limits); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
 		needSrc := false
 		for i, op := range pu.Operations {
 			t := op.GetType()
-			if !payload.KnownType(t) {
-				return nil, fmt.Errorf("apply: unknown op type %d in partition %s op %d: %w", int32(t), name, i, ErrUnsupported)
-			}
 			if !ops.Supported(t) {
 				return nil, fmt.Errorf("apply: unsupported op %s in partition %s op %d: %w", t, name, i, ErrUnsupported)
 			}
@@ -106,26 +112,7 @@ func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error)
 }
 
 // imageSize is new_partition_info.size, or the end of the furthest extent.
-func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 {
-	if ni := pu.NewPartitionInfo; ni != nil && ni.Size != nil {
-		return int64(ni.GetSize())
-	}
-	var end int64
-	upd := func(e *metadata.Extent) {
-		if e != nil && e.GetStartBlock() != payload.SparseHole {
-			end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
-		}
-	}
-	for _, op := range pu.Operations {
-		for _, e := range op.DstExtents {
-			upd(e)
-		}
-	}
-	for _, e := range []*metadata.Extent{pu.HashTreeExtent, pu.FecExtent} {
-		upd(e)
-	}
-	return end
-}
+func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 { return payload.PartitionSize(pu, bs) }
 
 // opCost estimates the memory an operation holds while it runs.
 func opCost(op *metadata.InstallOperation, bs int64) int64 {

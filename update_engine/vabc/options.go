@@ -44,6 +44,9 @@ type Options struct {
 	// WrapFile, if set, wraps each COW file before the writer sees it
 	// (fault injection in tests).
 	WrapFile func(cow.File) cow.File
+	// Limits bound what the payload may ask for (partition sizes) and
+	// whether unhashed operations are accepted.
+	Limits payload.Limits
 }
 
 // Result describes one written COW file.

@@ -364,7 +364,7 @@ func TestErrors(t *testing.T) {
 			pu.FecExtent = payloadtest.Ext(1<<40, 2)[0]
 			pu.FecRoots = proto.Uint32(2)
 			return func() { pu.FecDataExtent, pu.FecExtent, pu.FecRoots = nil, nil, nil }
-		}, "FEC extent 1099511627776+2 is outside"},
+		}, "fec_extent (1099511627776,2) beyond the partition"},
 		{"hash-tree-algorithm", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			pu := m.Partitions[0]
 			pu.HashTreeDataExtent = payloadtest.Ext(0, 2)[0]

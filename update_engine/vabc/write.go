@@ -19,17 +19,20 @@ import (
 // is supported, sources exist and the verity fields are consistent. It fails
 // before anything is written.
 func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error) {
+	if err := p.ValidateManifest(); err != nil {
+		return nil, fmt.Errorf("vabc: %w", err)
+	}
 	sel, err := p.SelectPartitions(opts.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("vabc: %w", err)
 	}
 	for _, pu := range sel {
 		name := pu.GetPartitionName()
+		if err := p.ValidatePartition(pu, opts.Limits); err != nil {
+			return nil, fmt.Errorf("vabc: %w", err)
+		}
 		for i, op := range pu.Operations {
 			t := op.GetType()
-			if !payload.KnownType(t) {
-				return nil, fmt.Errorf("vabc: unknown op type %d in partition %s op %d: %w", int32(t), name, i, ErrUnsupported)
-			}
 			if !ops.Supported(t) {
 				return nil, fmt.Errorf("vabc: unsupported op %s in partition %s op %d: %w", t, name, i, ErrUnsupported)
 			}
@@ -111,25 +114,7 @@ func (p *progress) add(n int64) {
 }
 
 // imageSize is new_partition_info.size, or the end of the furthest extent.
-func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 {
-	if ni := pu.NewPartitionInfo; ni != nil && ni.Size != nil {
-		return int64(ni.GetSize())
-	}
-	var end int64
-	for _, op := range pu.Operations {
-		for _, e := range op.DstExtents {
-			if e.GetStartBlock() != payload.SparseHole {
-				end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
-			}
-		}
-	}
-	for _, e := range []*metadata.Extent{pu.GetHashTreeExtent(), pu.GetFecExtent()} {
-		if e.GetNumBlocks() > 0 && e.GetStartBlock() < math.MaxInt32 && e.GetNumBlocks() < math.MaxInt32 {
-			end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
-		}
-	}
-	return end
-}
+func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 { return payload.PartitionSize(pu, bs) }
 
 func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.PartitionUpdate, opts Options, st settings, prog *progress) (Result, error) {
 	name := pu.GetPartitionName()
