@@ -96,7 +96,15 @@ func onePayload(fs *flag.FlagSet, args []string) (string, error) {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT/SIGTERM cancels ctx: long work stops, partial
+	// outputs and temp files are removed, the exit status is 1. Once ctx
+	// is cancelled the handler is removed, so a second signal takes the
+	// default action and ends the process at once.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, context.Canceled) && context.Cause(ctx) != nil {
+		err = fmt.Errorf("stopped: %w", context.Cause(ctx)) // "interrupt signal received"
+	}
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):

@@ -200,7 +200,7 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	finish := func(j *partJob) {
-		if err := finishPartition(j, p, bs); err != nil {
+		if err := finishPartition(ctx, j, bs); err != nil {
 			cancel(err)
 		}
 	}
@@ -268,9 +268,9 @@ func runOp(ctx context.Context, p *payload.Payload, op *metadata.InstallOperatio
 	if err != nil {
 		return err
 	}
-	env := ops.Env{BlockSize: bs, Target: j.tmp, TargetZeroed: true}
+	env := ops.Env{BlockSize: bs, Target: ops.ContextWriterAt(ctx, j.tmp), TargetZeroed: true}
 	if j.src != nil {
-		env.Source, env.SourceSize = j.src, j.srcSize
+		env.Source, env.SourceSize = ops.ContextReaderAt(ctx, j.src), j.srcSize
 	}
 	return ops.Execute(op, blob, env)
 }
@@ -281,17 +281,20 @@ func ext(e *metadata.Extent) verity.Extent {
 
 // finishPartition regenerates verity data, checks the hash, and renames the
 // temporary file into place.
-func finishPartition(j *partJob, p *payload.Payload, bs int64) error {
+func finishPartition(ctx context.Context, j *partJob, bs int64) error {
 	pu := j.pu
 	name := pu.GetPartitionName()
+	// Verity, FEC and the final hash read the whole image: stop them when
+	// ctx ends.
+	img := verity.WithContext(ctx, j.tmp)
 	if pu.HashTreeExtent != nil && pu.HashTreeDataExtent != nil && pu.HashTreeExtent.GetNumBlocks() > 0 {
-		if _, err := verity.BuildHashTree(j.tmp, bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, ext(pu.HashTreeDataExtent), ext(pu.HashTreeExtent)); err != nil {
+		if _, err := verity.BuildHashTree(img, bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, ext(pu.HashTreeDataExtent), ext(pu.HashTreeExtent)); err != nil {
 			return fmt.Errorf("partition %s: %w", name, err)
 		}
 		j.res.Verity = true
 	}
 	if pu.FecExtent != nil && pu.FecDataExtent != nil && pu.FecExtent.GetNumBlocks() > 0 {
-		if err := verity.EncodeFEC(j.tmp, bs, int(pu.GetFecRoots()), ext(pu.FecDataExtent), ext(pu.FecExtent)); err != nil {
+		if err := verity.EncodeFEC(img, bs, int(pu.GetFecRoots()), ext(pu.FecDataExtent), ext(pu.FecExtent)); err != nil {
 			return fmt.Errorf("partition %s: %w", name, err)
 		}
 		j.res.Verity = true
@@ -304,7 +307,7 @@ func finishPartition(j *partJob, p *payload.Payload, bs int64) error {
 		}
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(j.tmp, 0, j.size)); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(img, 0, j.size)); err != nil {
 		return fmt.Errorf("partition %s: hashing image: %w", name, err)
 	}
 	sum := h.Sum(nil)

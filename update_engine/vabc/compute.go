@@ -1,12 +1,16 @@
 package vabc
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/ops"
 	"github.com/vabc-go/vabc/update_engine/payload"
 )
+
+// zeroChunk is the most blocks one zero action covers.
+const zeroChunk = 1 << 14
 
 // memTarget is an io.WriterAt over a byte slice.
 type memTarget []byte
@@ -36,7 +40,7 @@ func expand(ext []*metadata.Extent) []uint64 {
 // compute produces the COW actions of operation i: the new data comes from
 // ops.Execute run against a buffer laid out as the concatenated destination
 // extents.
-func (pw *partWriter) compute(i int) ([]action, int64, error) {
+func (pw *partWriter) compute(ctx context.Context, i int) ([]action, int64, error) {
 	op := pw.pu.Operations[i]
 	bs := pw.bs
 	total := ops.ExtentBytes(op.DstExtents, bs)
@@ -44,8 +48,12 @@ func (pw *partWriter) compute(i int) ([]action, int64, error) {
 	if t == metadata.InstallOperation_ZERO || t == metadata.InstallOperation_DISCARD {
 		var acts []action
 		for _, e := range op.DstExtents {
-			if e.GetStartBlock() != payload.SparseHole && e.GetNumBlocks() > 0 {
-				acts = append(acts, action{kind: 'z', dst: e.GetStartBlock(), n: e.GetNumBlocks()})
+			// In pieces, so that cancellation (checked between actions)
+			// is prompt even for a zero run of millions of blocks.
+			for d, n := e.GetStartBlock(), e.GetNumBlocks(); d != payload.SparseHole && n > 0; {
+				k := min(n, zeroChunk)
+				acts = append(acts, action{kind: 'z', dst: d, n: k})
+				d, n = d+k, n-k
 			}
 		}
 		return acts, total, nil
@@ -75,9 +83,9 @@ func (pw *partWriter) compute(i int) ([]action, int64, error) {
 		SrcExtents: op.SrcExtents, SrcLength: op.SrcLength, DstExtents: remap, DstLength: op.DstLength,
 		DataSha256Hash: op.DataSha256Hash, SrcSha256Hash: op.SrcSha256Hash,
 	}
-	env := ops.Env{BlockSize: bs, Target: buf, TargetZeroed: true, SourceSize: pw.srcSz}
+	env := ops.Env{BlockSize: bs, Target: ops.ContextWriterAt(ctx, buf), TargetZeroed: true, SourceSize: pw.srcSz}
 	if pw.src != nil {
-		env.Source = pw.src
+		env.Source = ops.ContextReaderAt(ctx, pw.src)
 	}
 	if err := ops.Execute(mop, blob, env); err != nil {
 		return nil, 0, err

@@ -73,7 +73,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 				}
 				go func() {
 					defer func() { <-sem }()
-					pd.acts, pd.bytes, pd.err = pw.compute(i)
+					pd.acts, pd.bytes, pd.err = pw.compute(ctx, i)
 					close(pd.done)
 				}()
 			}
@@ -92,7 +92,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			}
 			<-pd.done
 			if pd.err == nil {
-				pd.err = pw.apply(i, pd.acts)
+				pd.err = pw.apply(ctx, pd.acts)
 			}
 			if pd.err == nil {
 				pd.err = pw.w.AddLabel(uint64(i + 1))
@@ -117,7 +117,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			// The hash tree and FEC are computed from the snapshot as it
 			// stands after the last install op, then written as Replace
 			// data with a label of their own (resume point).
-			if err := pw.writeVerity(n); err != nil {
+			if err := pw.writeVerity(ctx, n); err != nil {
 				return err
 			}
 			if err := pw.w.AddLabel(n + 1); err != nil {
@@ -141,9 +141,12 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 }
 
 // apply writes the actions of one operation.
-func (pw *partWriter) apply(i int, acts []action) error {
+func (pw *partWriter) apply(ctx context.Context, acts []action) error {
 	bs := uint64(pw.bs)
 	for _, a := range acts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var err error
 		switch a.kind {
 		case 'r':

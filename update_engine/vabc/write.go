@@ -252,7 +252,7 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 		return pw.res, err
 	}
 	if want := pu.GetNewPartitionInfo().GetHash(); !pw.skipVerify && len(want) > 0 {
-		if err := pw.verify(pw.res.Path, size, want); err != nil {
+		if err := pw.verify(ctx, pw.res.Path, size, want); err != nil {
 			os.Remove(pw.res.Path)
 			os.Remove(statePath)
 			return pw.res, err
