@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -102,6 +103,7 @@ func main() {
 	// default action and ends the process at once.
 	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	reportPeakRSS()
 	if errors.Is(err, context.Canceled) && context.Cause(ctx) != nil {
 		err = fmt.Errorf("stopped: %w", context.Cause(ctx)) // "interrupt signal received"
 	}
@@ -114,5 +116,24 @@ func main() {
 	default:
 		fmt.Fprintln(os.Stderr, "payload:", err)
 		os.Exit(1)
+	}
+}
+
+// reportPeakRSS writes this process's peak resident set (VmHWM) to the file
+// named by $VABC_PEAK_RSS_FILE, if set. Tests use it: a child's rusage
+// maxrss also counts the parent's memory before exec.
+func reportPeakRSS() {
+	path := os.Getenv("VABC_PEAK_RSS_FILE")
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			os.WriteFile(path, []byte(strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))), 0o644)
+		}
 	}
 }
