@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,23 +126,67 @@ type jsonOp struct {
 	DataLength  uint32 `json:"data_length"`
 }
 
+// jsonReport is the --json report. It is written in three parts so that
+// the op list is streamed, never held in memory: the head fields, "ops"
+// (one element per listed op, encoded as it is visited) and the tail.
 type jsonReport struct {
-	Path                 string            `json:"path"`
-	Header               jsonHeader        `json:"header"`
-	Footer               *jsonFooter       `json:"footer"`
-	Compression          string            `json:"compression"`
-	LastLabel            *uint64           `json:"last_label"`
-	MergeOpStart         uint64            `json:"merge_op_start"`
-	NumTotalDataOps      int               `json:"num_total_data_ops"`
-	NumOrderedOpsToMerge uint64            `json:"num_ordered_ops_to_merge"`
-	Order                string            `json:"order"`
-	Ops                  []jsonOp          `json:"ops"`
-	Counts               map[string]uint64 `json:"counts"`
-	SequenceData         []uint32          `json:"sequence_data,omitempty"`
-	MergeOrderOK         *bool             `json:"merge_order_ok,omitempty"`
-	MergeOrderErrors     []string          `json:"merge_order_errors,omitempty"`
-	DecompressErrors     []string          `json:"decompress_errors,omitempty"`
-	Layout               string            `json:"layout,omitempty"`
+	Path                 string      `json:"path"`
+	Header               jsonHeader  `json:"header"`
+	Footer               *jsonFooter `json:"footer"`
+	Compression          string      `json:"compression"`
+	LastLabel            *uint64     `json:"last_label"`
+	MergeOpStart         uint64      `json:"merge_op_start"`
+	NumTotalDataOps      int         `json:"num_total_data_ops"`
+	NumOrderedOpsToMerge uint64      `json:"num_ordered_ops_to_merge"`
+	Order                string      `json:"order"`
+	// "ops" is streamed here.
+	jsonTail
+}
+
+// jsonTail are the report fields after "ops".
+type jsonTail struct {
+	Counts           map[string]uint64 `json:"counts"`
+	SequenceData     []uint32          `json:"sequence_data,omitempty"`
+	MergeOrderOK     *bool             `json:"merge_order_ok,omitempty"`
+	MergeOrderErrors []string          `json:"merge_order_errors,omitempty"`
+	DecompressErrors []string          `json:"decompress_errors,omitempty"`
+	Layout           string            `json:"layout,omitempty"`
+}
+
+// jsonObjectFields returns the indented fields of v's JSON object without
+// the braces (v must encode as a non-empty object).
+func jsonObjectFields(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSpace(b)
+	return bytes.TrimSpace(b[1 : len(b)-1]), nil
+}
+
+// opStream writes the "ops" array one element at a time.
+type opStream struct {
+	w     *bufio.Writer
+	n     int
+	err   error
+	began bool
+}
+
+func (o *opStream) add(op jsonOp) {
+	if o.err != nil {
+		return
+	}
+	b, err := json.MarshalIndent(op, "    ", "  ")
+	if err != nil {
+		o.err = err
+		return
+	}
+	if o.n > 0 {
+		o.w.WriteString(",")
+	}
+	o.w.WriteString("\n    ")
+	o.w.Write(b)
+	o.n++
 }
 
 func headerJSON(h cow.Header) jsonHeader {
@@ -235,8 +281,8 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 
 	rep := jsonReport{Path: path, Header: headerJSON(h), Compression: r.Compression().String(),
 		MergeOpStart: r.MergeOpStart(), NumTotalDataOps: len(r.MergeIndex()),
-		NumOrderedOpsToMerge: r.NumOrderedOpsToMerge(), Order: f.order, Ops: []jsonOp{},
-		Counts: map[string]uint64{}}
+		NumOrderedOpsToMerge: r.NumOrderedOpsToMerge(), Order: f.order,
+		jsonTail: jsonTail{Counts: map[string]uint64{}}}
 	if hasFooter {
 		rep.Footer = &jsonFooter{NumOps: footer.NumOps, OpsSize: footer.OpsSize}
 	}
@@ -297,6 +343,31 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 	for _, t := range countKeys {
 		rep.Counts[t.String()] = 0
 	}
+	var stream *opStream
+	if f.json {
+		// Head fields, then the op list as it is visited.
+		head := rep
+		head.jsonTail = jsonTail{}
+		hb, err := json.MarshalIndent(struct {
+			Path                 string      `json:"path"`
+			Header               jsonHeader  `json:"header"`
+			Footer               *jsonFooter `json:"footer"`
+			Compression          string      `json:"compression"`
+			LastLabel            *uint64     `json:"last_label"`
+			MergeOpStart         uint64      `json:"merge_op_start"`
+			NumTotalDataOps      int         `json:"num_total_data_ops"`
+			NumOrderedOpsToMerge uint64      `json:"num_ordered_ops_to_merge"`
+			Order                string      `json:"order"`
+		}{head.Path, head.Header, head.Footer, head.Compression, head.LastLabel, head.MergeOpStart,
+			head.NumTotalDataOps, head.NumOrderedOpsToMerge, head.Order}, "", "  ")
+		if err != nil {
+			return err
+		}
+		hb = bytes.TrimSpace(hb)
+		stream = &opStream{w: bufio.NewWriterSize(stdout, 1<<16)}
+		stream.w.Write(bytes.TrimSpace(hb[:len(hb)-1]))
+		stream.w.WriteString(",\n  \"ops\": [")
+	}
 	for _, i := range listing(r, f.order, f.showMerged) {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -305,8 +376,10 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 		if text && f.showOps {
 			fmt.Fprintf(stdout, "%6d @%#x %s\n", i, r.OpOffset(i), op)
 		}
-		rep.Ops = append(rep.Ops, jsonOp{Type: op.Type.String(), NewBlock: op.NewBlock, Source: op.Source,
-			Compression: op.Compression.String(), DataLength: op.DataLength})
+		if stream != nil {
+			stream.add(jsonOp{Type: op.Type.String(), NewBlock: op.NewBlock, Source: op.Source,
+				Compression: op.Compression.String(), DataLength: op.DataLength})
+		}
 		rep.Counts[op.Type.String()]++
 	}
 
@@ -324,11 +397,22 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 		}
 	}
 
-	if f.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+	if stream != nil {
+		tail, err := jsonObjectFields(rep.jsonTail)
+		if err != nil {
 			return err
+		}
+		if stream.n > 0 {
+			stream.w.WriteString("\n  ")
+		}
+		stream.w.WriteString("],\n  ")
+		stream.w.Write(tail)
+		stream.w.WriteString("\n}\n")
+		if stream.err == nil {
+			stream.err = stream.w.Flush()
+		}
+		if stream.err != nil {
+			return stream.err
 		}
 	} else if text {
 		c := rep.Counts
