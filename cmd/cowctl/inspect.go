@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -166,26 +168,38 @@ func jsonObjectFields(v any) ([]byte, error) {
 
 // opStream writes the "ops" array one element at a time.
 type opStream struct {
-	w     *bufio.Writer
-	n     int
-	err   error
-	began bool
+	w   *bufio.Writer
+	n   int
+	err error
+	buf []byte
 }
 
+// add appends one element, formatted as json.MarshalIndent(op, "    ", "  ")
+// would (by hand: reflection cost more than the parse on 8M ops). The
+// strings are op and compression names: plain ASCII.
 func (o *opStream) add(op jsonOp) {
 	if o.err != nil {
 		return
 	}
-	b, err := json.MarshalIndent(op, "    ", "  ")
-	if err != nil {
-		o.err = err
-		return
-	}
+	b := o.buf[:0]
 	if o.n > 0 {
-		o.w.WriteString(",")
+		b = append(b, ',')
 	}
-	o.w.WriteString("\n    ")
-	o.w.Write(b)
+	b = append(b, "\n    {\n      \"type\": "...)
+	b = strconv.AppendQuote(b, op.Type)
+	b = append(b, ",\n      \"new_block\": "...)
+	b = strconv.AppendUint(b, op.NewBlock, 10)
+	b = append(b, ",\n      \"source\": "...)
+	b = strconv.AppendUint(b, op.Source, 10)
+	b = append(b, ",\n      \"compression\": "...)
+	b = strconv.AppendQuote(b, op.Compression)
+	b = append(b, ",\n      \"data_length\": "...)
+	b = strconv.AppendUint(b, uint64(op.DataLength), 10)
+	b = append(b, "\n    }"...)
+	o.buf = b
+	if _, err := o.w.Write(b); err != nil {
+		o.err = err
+	}
 	o.n++
 }
 
@@ -206,33 +220,73 @@ func headerJSON(h cow.Header) jsonHeader {
 
 var countKeys = []cow.OpType{cow.OpCopy, cow.OpReplace, cow.OpZero, cow.OpLabel, cow.OpCluster, cow.OpXor, cow.OpSequence}
 
-// listing returns the indices into r.Ops() to show, in the requested order.
-func listing(r *cow.Reader, order string, showMerged bool) []int {
-	if order == "file" {
-		idx := make([]int, len(r.Ops()))
-		for i := range idx {
-			idx[i] = i
+// listing yields the indices into r.Ops() to show, in the requested order,
+// without copying the (possibly 8M-entry) index lists.
+func listing(r *cow.Reader, order string, showMerged bool) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		if order == "file" {
+			for i := range r.Ops() {
+				if !yield(i) {
+					return
+				}
+			}
+			return
 		}
-		return idx
+		mi := r.MergeIndex()
+		start := 0
+		if !showMerged {
+			start = int(min(r.MergeOpStart(), uint64(len(mi))))
+		}
+		if order == "merge" {
+			for _, i := range mi[start:] {
+				if !yield(i) {
+					return
+				}
+			}
+			return
+		}
+		// reverse-merge: AOSP's reverse iterator stops before the first
+		// merge_op_start entries.
+		for k := len(mi) - 1; k >= start; k-- {
+			if !yield(mi[k]) {
+				return
+			}
+		}
 	}
-	mi := r.MergeIndex()
-	start := 0
-	if !showMerged {
-		start = int(min(r.MergeOpStart(), uint64(len(mi))))
+}
+
+// appendOpLine appends fmt.Sprintf("%6d @%#x %s\n", i, off, op) without
+// fmt (one line per op of an 8M-op file).
+func appendOpLine(b []byte, i int, off int64, op *cow.Op) []byte {
+	n := len(b)
+	b = strconv.AppendInt(b, int64(i), 10)
+	if w := len(b) - n; w < 6 {
+		b = append(b, "      "[:6-w]...)
+		copy(b[n+6-w:], b[n:n+w])
+		copy(b[n:], "      "[:6-w])
 	}
-	if order == "merge" {
-		return append([]int(nil), mi[start:]...)
-	}
-	// reverse-merge: AOSP's reverse iterator stops before the first
-	// merge_op_start entries.
-	out := make([]int, 0, len(mi)-start)
-	for k := len(mi) - 1; k >= start; k-- {
-		out = append(out, mi[k])
-	}
-	return out
+	b = append(b, " @0x"...)
+	b = strconv.AppendInt(b, off, 16)
+	b = append(b, ' ')
+	b = append(b, op.Type.String()...)
+	b = append(b, " new_block="...)
+	b = strconv.AppendUint(b, op.NewBlock, 10)
+	b = append(b, " source="...)
+	b = strconv.AppendUint(b, op.Source, 10)
+	b = append(b, " data_length="...)
+	b = strconv.AppendUint(b, uint64(op.DataLength), 10)
+	b = append(b, " compression="...)
+	b = append(b, op.Compression.String()...)
+	b = append(b, " factor="...)
+	b = strconv.AppendUint(b, 1<<op.FactorShift, 10)
+	return append(b, '\n')
 }
 
 func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr io.Writer) error {
+	// One write per line would be one syscall per op with --show-ops.
+	bw := bufio.NewWriterSize(stdout, 1<<16)
+	defer bw.Flush()
+	stdout = bw
 	text := !f.json && !f.silent
 	var extract *os.File
 	if f.extractTo != "" {
@@ -368,13 +422,18 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 		stream.w.Write(bytes.TrimSpace(hb[:len(hb)-1]))
 		stream.w.WriteString(",\n  \"ops\": [")
 	}
-	for _, i := range listing(r, f.order, f.showMerged) {
-		if err := ctx.Err(); err != nil {
-			return err
+	var line []byte
+	k := 0
+	for i := range listing(r, f.order, f.showMerged) {
+		if k++; k%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		op := &ops[i]
 		if text && f.showOps {
-			fmt.Fprintf(stdout, "%6d @%#x %s\n", i, r.OpOffset(i), op)
+			line = appendOpLine(line[:0], i, r.OpOffset(i), op)
+			stdout.Write(line)
 		}
 		if stream != nil {
 			stream.add(jsonOp{Type: op.Type.String(), NewBlock: op.NewBlock, Source: op.Source,
