@@ -58,8 +58,8 @@ func (pw *partWriter) compute(ctx context.Context, i int) ([]action, int64, erro
 		}
 		return acts, total, nil
 	}
-	if total > ops.MaxDiffSource {
-		return nil, 0, fmt.Errorf("destination of %d bytes is too large to buffer", total)
+	if total > maxOpBuffer {
+		return nil, 0, fmt.Errorf("destination of %d bytes exceeds the %d-byte per-operation buffer", total, maxOpBuffer)
 	}
 	blob, err := pw.p.Blob(op)
 	if err != nil {

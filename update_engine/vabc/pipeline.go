@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/ops"
 	"github.com/vabc-go/vabc/update_engine/payload"
 )
 
@@ -42,7 +44,71 @@ type pending struct {
 	done  chan struct{}
 	acts  []action
 	bytes int64
+	cost  int64 // bytes of mem held until the op is applied
 	err   error
+}
+
+// maxOpBuffer bounds the destination bytes one operation may buffer and the
+// bytes all computed-but-unapplied operations hold together. AOSP's
+// generator caps diff ops at 200 MiB of destination and full-payload
+// chunks at 2 MiB, so real payloads stay below it; a crafted op with a
+// larger, highly compressible destination is refused instead of growing
+// the process.
+const maxOpBuffer = 256 << 20
+
+// bufferCost is what compute holds for op until it is applied.
+func bufferCost(op *metadata.InstallOperation, bs int64) int64 {
+	switch op.GetType() {
+	case metadata.InstallOperation_ZERO, metadata.InstallOperation_DISCARD:
+		return 0
+	}
+	return min(ops.ExtentBytes(op.DstExtents, bs), maxOpBuffer)
+}
+
+// budget is a counting semaphore over bytes.
+type budget struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	avail int64
+}
+
+func newBudget(n int64) *budget {
+	b := &budget{avail: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire waits until n bytes are available or ctx ends.
+func (b *budget) acquire(ctx context.Context, n int64) bool {
+	if n == 0 {
+		return ctx.Err() == nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.avail < n {
+		if ctx.Err() != nil {
+			return false
+		}
+		b.cond.Wait()
+	}
+	b.avail -= n
+	return true
+}
+
+func (b *budget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.avail += n
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }
 
 // run writes install operations next… and the end label; saved is called
@@ -54,11 +120,12 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 		defer cancel()
 		threads := max(pw.threds, 1)
 		queue := make(chan *pending, 2*threads)
+		mem := newBudget(maxOpBuffer)
 		go func() {
 			defer close(queue)
 			sem := make(chan struct{}, threads)
 			for i := int(next); i < len(opsList); i++ {
-				pd := &pending{done: make(chan struct{})}
+				pd := &pending{done: make(chan struct{}), cost: bufferCost(opsList[i], pw.bs)}
 				select {
 				case queue <- pd:
 				case <-ctx.Done():
@@ -67,6 +134,16 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 				select {
 				case sem <- struct{}{}:
 				case <-ctx.Done():
+					pd.err = ctx.Err()
+					close(pd.done)
+					return
+				}
+				// Buffers live until the op is applied: bound the bytes
+				// held by computed-but-unapplied ops, not only the number
+				// computing at once.
+				if !mem.acquire(ctx, pd.cost) {
+					<-sem
+					pd.cost = 0
 					pd.err = ctx.Err()
 					close(pd.done)
 					return
@@ -82,6 +159,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			cancel()
 			for pd := range queue {
 				<-pd.done
+				mem.release(pd.cost)
 			}
 		}
 		for i := int(next); i < len(opsList); i++ {
@@ -94,6 +172,8 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			if pd.err == nil {
 				pd.err = pw.apply(ctx, pd.acts)
 			}
+			pd.acts = nil
+			mem.release(pd.cost)
 			if pd.err == nil {
 				pd.err = pw.w.AddLabel(uint64(i + 1))
 				if pd.err == nil {
