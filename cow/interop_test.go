@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os/exec"
 	"testing"
+
+	"github.com/vabc-go/vabc/internal/testtool"
 )
 
 // TestCodecInterop checks the codecs against the reference implementations
@@ -37,12 +39,10 @@ func TestCodecInterop(t *testing.T) {
 		[]string{"/usr/bin/python3", "-c", "import sys,lz4.block; sys.stdout.buffer.write(lz4.block.decompress(sys.stdin.buffer.read(), uncompressed_size=65536))"}})
 	for _, tool := range tools {
 		t.Run(tool.alg.String(), func(t *testing.T) {
-			if _, err := exec.LookPath(tool.name); err != nil {
-				t.Skipf("%s not installed", tool.name)
-			}
+			testtool.Need(t, tool.name)
 			if tool.alg == CompressionLz4 {
 				if err := exec.Command(tool.name, "-c", "import lz4.block").Run(); err != nil {
-					t.Skip("python3-lz4 not installed")
+					testtool.Missing(t, "python3-lz4 not installed")
 				}
 			}
 			run := func(argv []string, in []byte) []byte {

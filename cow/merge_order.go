@@ -1,8 +1,10 @@
 package cow
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -16,12 +18,14 @@ func (r *Reader) prepMergeOps() error {
 		other []uint32 // other_ops
 	)
 	seqSet := make(map[uint32]struct{})
-	blockMap := make(map[uint32]int, len(r.ops)) // new_block → first op index
-
+	// new_block → first op index, as a sorted list of new_block<<32 | index
+	// (8 bytes per op; a map took ~40 and most of the parse time).
+	if uint64(len(r.ops)) > math.MaxUint32 {
+		return fmt.Errorf("cow: %s: %d ops: more than 2^32", r.name(), len(r.ops))
+	}
+	blockKeys := make([]uint64, 0, len(r.ops))
 	addBlock := func(nb uint32, i int) {
-		if _, ok := blockMap[nb]; !ok {
-			blockMap[nb] = i
-		}
+		blockKeys = append(blockKeys, uint64(nb)<<32|uint64(i))
 	}
 
 	if r.hdr.MajorVersion == 3 {
@@ -52,6 +56,23 @@ func (r *Reader) prepMergeOps() error {
 	} else {
 		// GetSequenceDataV2: sequence ops contribute their entries as they
 		// are met; ordered ops go first only while no sequence was seen.
+		// The sequence names data ops' blocks, so it cannot hold more
+		// entries than there are data ops: checked before any is read
+		// (sequence payloads may overlap, so a small file could otherwise
+		// claim millions of entries).
+		var dataOps, seqEntries uint64
+		for i := range r.ops {
+			switch t := r.ops[i].Type; {
+			case t == OpSequence:
+				seqEntries += uint64(r.ops[i].DataLength) / 4
+			case !t.IsMetadata():
+				dataOps++
+			}
+		}
+		if seqEntries > dataOps {
+			return &FormatError{Path: r.opts.Path, Off: -1, Op: -1,
+				Msg: fmt.Sprintf("v2: sequence ops hold %d entries but the file has only %d data ops:", seqEntries, dataOps), Val: seqEntries}
+		}
 		for i := range r.ops {
 			op := &r.ops[i]
 			if op.Type == OpSequence {
@@ -82,8 +103,19 @@ func (r *Reader) prepMergeOps() error {
 		}
 	}
 
+	// Sorted by block then index: the first key of each block holds the
+	// first op writing it.
+	slices.Sort(blockKeys)
+	blockKeys = slices.CompactFunc(blockKeys, func(a, b uint64) bool { return a>>32 == b>>32 })
+	firstOp := func(b uint32) (int, bool) {
+		k, found := slices.BinarySearchFunc(blockKeys, b, func(key uint64, b uint32) int { return cmp.Compare(uint32(key>>32), b) })
+		if !found {
+			return 0, false
+		}
+		return int(uint32(blockKeys[k])), true
+	}
 	for _, b := range order {
-		if _, ok := blockMap[b]; !ok {
+		if _, ok := firstOp(b); !ok {
 			return &FormatError{Path: r.opts.Path, Off: -1, Op: -1,
 				Msg: "Invalid Sequence Ops: no op for new block", Val: b}
 		}
@@ -94,29 +126,26 @@ func (r *Reader) prepMergeOps() error {
 
 	// AOSP keeps other_ops in a std::vector<int> and sorts it as signed
 	// ints, so blocks ≥ 2^31 sort before the others. Mirror that.
+	// Flipping the sign bit makes the unsigned order the signed one, so
+	// the fast ordered sort applies (8M ops: 4× faster than SortFunc).
+	for k := range other {
+		other[k] ^= 1 << 31
+	}
+	slices.Sort(other)
+	for k := range other {
+		other[k] ^= 1 << 31
+	}
 	if r.opts.Legacy {
-		slices.SortFunc(other, func(a, b uint32) int { return cmpInt32(int32(b), int32(a)) })
-	} else {
-		slices.SortFunc(other, func(a, b uint32) int { return cmpInt32(int32(a), int32(b)) })
+		slices.Reverse(other)
 	}
 	order = append(order, other...)
 
 	r.mergeIdx = make([]int, len(order))
 	for i, b := range order {
-		r.mergeIdx[i] = blockMap[b]
+		r.mergeIdx[i], _ = firstOp(b)
 	}
 	r.mergeOpStart = r.hdr.NumMergeOps
 	return nil
-}
-
-func cmpInt32(a, b int32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // annotate fills op index and path into a FormatError from readRaw.

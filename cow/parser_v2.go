@@ -86,6 +86,12 @@ func (r *Reader) parseV2() error {
 		found   bool // requested label found
 		done    bool
 	)
+	// Size the op list from the footer when the file ends with one (a
+	// finalized file), never by more than the file can hold: growing by
+	// append would briefly need three times the final list.
+	if hint := r.footerHint(ops); hint > 0 {
+		list, offsets = make([]Op, 0, hint), make([]int64, 0, hint)
+	}
 	for !done {
 		if pos > size {
 			return formatErr(int64(min(pos, 1<<62)), "v2: op stream continues past end of file (size", fmt.Sprintf("%d)", size))
@@ -101,6 +107,11 @@ func (r *Reader) parseV2() error {
 			}
 			op := DecodeOpV2(rec)
 			opPos := pos
+			if !op.Type.valid() {
+				// Not an op AOSP writes: stop here rather than read a sparse
+				// or garbage region as millions of ops.
+				return opErr(int64(len(list)), int64(opPos), "v2: unknown op type", uint8(op.Type))
+			}
 			if op.Type == OpXor {
 				if _, ok := xorLoc[op.NewBlock]; !ok {
 					xorLoc[op.NewBlock] = int64(dataPos)
@@ -191,6 +202,9 @@ func (r *Reader) parseV2() error {
 			if _, ok := knownCompression(op.Compression); !ok {
 				return opErr(int64(i), offsets[i], "v2: unknown compression", uint32(op.Compression))
 			}
+			if !op.Compression.IsStandard() && !r.opts.AllowNonstandard {
+				return opErr(int64(i), offsets[i], fmt.Sprintf("v2: compression %s is a non-AOSP extension (AOSP readers reject it; allow it with ReaderOptions.AllowNonstandard):", op.Compression), uint32(op.Compression))
+			}
 			if r.compression == CompressionNone {
 				r.compression = op.Compression
 			} else if r.compression != op.Compression {
@@ -217,4 +231,29 @@ func knownCompression(c Compression) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// valid reports whether t is an op type of the format (§2.2).
+func (t OpType) valid() bool {
+	return t >= OpCopy && t <= OpSequence || t == OpFooter
+}
+
+// footerHint returns footer.num_ops when the last 84 bytes of the file are a
+// footer whose count fits between opsStart and it, else 0.
+func (r *Reader) footerHint(opsStart int64) int {
+	if r.size-opsStart < FooterSize {
+		return 0
+	}
+	var b [FooterSize]byte
+	if readAtFull(r.ra, b[:], r.size-FooterSize) != nil {
+		return 0
+	}
+	if DecodeOpV2(b[:OpV2Size]).Type != OpFooter {
+		return 0
+	}
+	n := DecodeFooter(b[:]).NumOps
+	if n > uint64(r.size-FooterSize-opsStart)/OpV2Size {
+		return 0
+	}
+	return int(n)
 }

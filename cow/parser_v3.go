@@ -27,6 +27,9 @@ func (r *Reader) parseV3() error {
 	if _, ok := knownCompression(h.CompressionAlgorithm); !ok {
 		return formatErr(70, "v3: unknown compression_algorithm", uint32(h.CompressionAlgorithm))
 	}
+	if !h.CompressionAlgorithm.IsStandard() && !r.opts.AllowNonstandard {
+		return formatErr(70, fmt.Sprintf("v3: compression_algorithm %s is a non-AOSP extension (AOSP readers reject it; allow it with ReaderOptions.AllowNonstandard):", h.CompressionAlgorithm), uint32(h.CompressionAlgorithm))
+	}
 	r.compression = h.CompressionAlgorithm
 
 	// Bound every count by the file size before computing offsets from it.
@@ -75,16 +78,6 @@ func (r *Reader) parseV3() error {
 		if count > h.OpCountMax {
 			return formatErr(res, fmt.Sprintf("v3: resume point for label %d has op_index beyond op_count_max %d:", want, h.OpCountMax), count)
 		}
-		r.lastLabel, r.hasLabel = want, true
-	} else if n := min(uint64(h.ResumePointCount), uint64(h.ResumePointMax)); n > 0 {
-		// LastLabel: the newest resume entry (entries are written oldest
-		// first).
-		var b [ResumePointSize]byte
-		off := res + int64(n-1)*ResumePointSize
-		if err := readAtFull(r.ra, b[:], off); err != nil {
-			return fmt.Errorf("cow: %s: reading resume point at %#x: %w", r.name(), off, err)
-		}
-		r.lastLabel, r.hasLabel = DecodeResumePoint(b[:]).Label, true
 	}
 
 	opsOff := h.OpOffset(0)

@@ -148,8 +148,8 @@ func TestV3ResumePoints(t *testing.T) {
 		if uint64(len(r.Ops())) != c.ops {
 			t.Fatalf("label %d: %d ops", c.label, len(r.Ops()))
 		}
-		if l, ok := r.LastLabel(); !ok || l != c.label {
-			t.Fatalf("last label %d", l)
+		if l, ok := r.LastLabel(); ok {
+			t.Fatalf("label %d: v3 LastLabel reported %d (AOSP never reports one for v3)", c.label, l)
 		}
 		if r.MergeOrder() != nil && len(r.MergeOrder()) > 0 {
 			t.Fatal("merge order at label")
@@ -159,8 +159,8 @@ func TestV3ResumePoints(t *testing.T) {
 		t.Fatalf("missing label: %v", err)
 	}
 	r := mustParse(t, b, nil)
-	if l, ok := r.LastLabel(); !ok || l != 12 {
-		t.Fatalf("newest label %d %v", l, ok)
+	if l, ok := r.LastLabel(); ok {
+		t.Fatalf("v3 LastLabel reported %d (AOSP never reports one for v3)", l)
 	}
 
 	t.Run("unbounded_count_quirk", func(t *testing.T) {
@@ -174,8 +174,8 @@ func TestV3ResumePoints(t *testing.T) {
 		if len(r.Ops()) != 4 {
 			t.Fatalf("%d ops", len(r.Ops()))
 		}
-		if l, _ := mustParse(t, b, nil).LastLabel(); l != 23 {
-			t.Fatalf("newest label %d", l)
+		if l, ok := mustParse(t, b, nil).LastLabel(); ok {
+			t.Fatalf("v3 LastLabel reported %d", l)
 		}
 	})
 	t.Run("no_search_beyond_max", func(t *testing.T) {

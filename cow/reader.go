@@ -19,6 +19,10 @@ type ReaderOptions struct {
 	// Legacy selects the dm-snapshot ordering: non-ordered ops are sorted
 	// descending instead of ascending (§4.3).
 	Legacy bool
+	// AllowNonstandard accepts this project's non-AOSP compression ids
+	// (snappy 0xF0, xz 0xF1). AOSP readers reject them, so by default this
+	// reader does too (the writer's WriterOptions.AllowNonstandard).
+	AllowNonstandard bool
 }
 
 // Reader is a parsed COW image (AOSP CowReader). All methods are safe for
@@ -161,8 +165,10 @@ func (r *Reader) Header() Header { return r.hdr }
 // Footer returns the v2 footer, if the file has one.
 func (r *Reader) Footer() (Footer, bool) { return r.footer, r.hasFooter }
 
-// LastLabel returns the last label seen (v2: last Label op parsed; v3: the
-// requested label, or else the newest valid resume point).
+// LastLabel returns the last Label op parsed (v1/v2). As AOSP's CowReader,
+// it never reports a label for v3 files: the newest resume point need not be
+// the last durable one (a torn write can leave a stale slot), so v3 callers
+// that need a resume point open the file at that label (ReaderOptions.Label).
 func (r *Reader) LastLabel() (uint64, bool) { return r.lastLabel, r.hasLabel }
 
 // Compression returns the file-wide compression algorithm: the v3 header's,

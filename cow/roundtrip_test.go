@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -186,7 +187,7 @@ func checkImage(t testing.TB, c rtConfig, img []byte, steps []wstep) *Reader {
 // checkOps parses img and checks every op against the script.
 func checkOps(t testing.TB, c rtConfig, img []byte, steps []wstep) *Reader {
 	t.Helper()
-	r, err := NewReader(bytes.NewReader(img), int64(len(img)), nil)
+	r, err := NewReader(bytes.NewReader(img), int64(len(img)), &ReaderOptions{AllowNonstandard: true})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -496,7 +497,7 @@ func TestTornWrittenFiles(t *testing.T) {
 				}
 				torn := img[:cut]
 				rd := bytes.NewReader(torn)
-				r, err := NewReader(rd, cut, nil)
+				r, err := NewReader(rd, cut, &ReaderOptions{AllowNonstandard: true})
 				if err == nil && !c.v3 {
 					t.Fatalf("cut at %#x: v2 file without footer parsed (%d ops)", cut, len(r.Ops()))
 				}
@@ -512,7 +513,9 @@ func TestTornWrittenFiles(t *testing.T) {
 					}
 				}
 				for _, l := range labels {
-					r, err := NewReader(rd, cut, labelOpt(l))
+					lo := labelOpt(l)
+					lo.AllowNonstandard = true
+					r, err := NewReader(rd, cut, lo)
 					if err != nil {
 						continue
 					}
@@ -600,6 +603,28 @@ func TestResumeAfterCrashAnywhere(t *testing.T) {
 					}
 					checkImage(t, c, got, steps)
 				}
+			}
+		})
+	}
+}
+
+// TestReaderRejectsNonstandard: files written with the non-AOSP compression
+// ids parse only when the reader opts in, as the writer requires.
+func TestReaderRejectsNonstandard(t *testing.T) {
+	for _, c := range []rtConfig{{alg: CompressionSnappy, clusterOps: 2}, {v3: true, alg: CompressionXz, factor: 4096}} {
+		t.Run(c.String(), func(t *testing.T) {
+			f := newMemFile(nil)
+			w := writeScript(t, c, f, standardScript(false))
+			if err := w.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+			img := f.Bytes()
+			_, err := NewReader(bytes.NewReader(img), int64(len(img)), nil)
+			if err == nil || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "non-AOSP") {
+				t.Fatalf("default reader: %v, want a non-AOSP compression error", err)
+			}
+			if _, err := NewReader(bytes.NewReader(img), int64(len(img)), &ReaderOptions{AllowNonstandard: true}); err != nil {
+				t.Fatalf("with AllowNonstandard: %v", err)
 			}
 		})
 	}

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,23 +128,79 @@ type jsonOp struct {
 	DataLength  uint32 `json:"data_length"`
 }
 
+// jsonReport is the --json report. It is written in three parts so that
+// the op list is streamed, never held in memory: the head fields, "ops"
+// (one element per listed op, encoded as it is visited) and the tail.
 type jsonReport struct {
-	Path                 string            `json:"path"`
-	Header               jsonHeader        `json:"header"`
-	Footer               *jsonFooter       `json:"footer"`
-	Compression          string            `json:"compression"`
-	LastLabel            *uint64           `json:"last_label"`
-	MergeOpStart         uint64            `json:"merge_op_start"`
-	NumTotalDataOps      int               `json:"num_total_data_ops"`
-	NumOrderedOpsToMerge uint64            `json:"num_ordered_ops_to_merge"`
-	Order                string            `json:"order"`
-	Ops                  []jsonOp          `json:"ops"`
-	Counts               map[string]uint64 `json:"counts"`
-	SequenceData         []uint32          `json:"sequence_data,omitempty"`
-	MergeOrderOK         *bool             `json:"merge_order_ok,omitempty"`
-	MergeOrderErrors     []string          `json:"merge_order_errors,omitempty"`
-	DecompressErrors     []string          `json:"decompress_errors,omitempty"`
-	Layout               string            `json:"layout,omitempty"`
+	Path                 string      `json:"path"`
+	Header               jsonHeader  `json:"header"`
+	Footer               *jsonFooter `json:"footer"`
+	Compression          string      `json:"compression"`
+	LastLabel            *uint64     `json:"last_label"`
+	MergeOpStart         uint64      `json:"merge_op_start"`
+	NumTotalDataOps      int         `json:"num_total_data_ops"`
+	NumOrderedOpsToMerge uint64      `json:"num_ordered_ops_to_merge"`
+	Order                string      `json:"order"`
+	// "ops" is streamed here.
+	jsonTail
+}
+
+// jsonTail are the report fields after "ops".
+type jsonTail struct {
+	Counts           map[string]uint64 `json:"counts"`
+	SequenceData     []uint32          `json:"sequence_data,omitempty"`
+	MergeOrderOK     *bool             `json:"merge_order_ok,omitempty"`
+	MergeOrderErrors []string          `json:"merge_order_errors,omitempty"`
+	DecompressErrors []string          `json:"decompress_errors,omitempty"`
+	Layout           string            `json:"layout,omitempty"`
+}
+
+// jsonObjectFields returns the indented fields of v's JSON object without
+// the braces (v must encode as a non-empty object).
+func jsonObjectFields(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSpace(b)
+	return bytes.TrimSpace(b[1 : len(b)-1]), nil
+}
+
+// opStream writes the "ops" array one element at a time.
+type opStream struct {
+	w   *bufio.Writer
+	n   int
+	err error
+	buf []byte
+}
+
+// add appends one element, formatted as json.MarshalIndent(op, "    ", "  ")
+// would (by hand: reflection cost more than the parse on 8M ops). The
+// strings are op and compression names: plain ASCII.
+func (o *opStream) add(op jsonOp) {
+	if o.err != nil {
+		return
+	}
+	b := o.buf[:0]
+	if o.n > 0 {
+		b = append(b, ',')
+	}
+	b = append(b, "\n    {\n      \"type\": "...)
+	b = strconv.AppendQuote(b, op.Type)
+	b = append(b, ",\n      \"new_block\": "...)
+	b = strconv.AppendUint(b, op.NewBlock, 10)
+	b = append(b, ",\n      \"source\": "...)
+	b = strconv.AppendUint(b, op.Source, 10)
+	b = append(b, ",\n      \"compression\": "...)
+	b = strconv.AppendQuote(b, op.Compression)
+	b = append(b, ",\n      \"data_length\": "...)
+	b = strconv.AppendUint(b, uint64(op.DataLength), 10)
+	b = append(b, "\n    }"...)
+	o.buf = b
+	if _, err := o.w.Write(b); err != nil {
+		o.err = err
+	}
+	o.n++
 }
 
 func headerJSON(h cow.Header) jsonHeader {
@@ -160,33 +220,73 @@ func headerJSON(h cow.Header) jsonHeader {
 
 var countKeys = []cow.OpType{cow.OpCopy, cow.OpReplace, cow.OpZero, cow.OpLabel, cow.OpCluster, cow.OpXor, cow.OpSequence}
 
-// listing returns the indices into r.Ops() to show, in the requested order.
-func listing(r *cow.Reader, order string, showMerged bool) []int {
-	if order == "file" {
-		idx := make([]int, len(r.Ops()))
-		for i := range idx {
-			idx[i] = i
+// listing yields the indices into r.Ops() to show, in the requested order,
+// without copying the (possibly 8M-entry) index lists.
+func listing(r *cow.Reader, order string, showMerged bool) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		if order == "file" {
+			for i := range r.Ops() {
+				if !yield(i) {
+					return
+				}
+			}
+			return
 		}
-		return idx
+		mi := r.MergeIndex()
+		start := 0
+		if !showMerged {
+			start = int(min(r.MergeOpStart(), uint64(len(mi))))
+		}
+		if order == "merge" {
+			for _, i := range mi[start:] {
+				if !yield(i) {
+					return
+				}
+			}
+			return
+		}
+		// reverse-merge: AOSP's reverse iterator stops before the first
+		// merge_op_start entries.
+		for k := len(mi) - 1; k >= start; k-- {
+			if !yield(mi[k]) {
+				return
+			}
+		}
 	}
-	mi := r.MergeIndex()
-	start := 0
-	if !showMerged {
-		start = int(min(r.MergeOpStart(), uint64(len(mi))))
+}
+
+// appendOpLine appends fmt.Sprintf("%6d @%#x %s\n", i, off, op) without
+// fmt (one line per op of an 8M-op file).
+func appendOpLine(b []byte, i int, off int64, op *cow.Op) []byte {
+	n := len(b)
+	b = strconv.AppendInt(b, int64(i), 10)
+	if w := len(b) - n; w < 6 {
+		b = append(b, "      "[:6-w]...)
+		copy(b[n+6-w:], b[n:n+w])
+		copy(b[n:], "      "[:6-w])
 	}
-	if order == "merge" {
-		return append([]int(nil), mi[start:]...)
-	}
-	// reverse-merge: AOSP's reverse iterator stops before the first
-	// merge_op_start entries.
-	out := make([]int, 0, len(mi)-start)
-	for k := len(mi) - 1; k >= start; k-- {
-		out = append(out, mi[k])
-	}
-	return out
+	b = append(b, " @0x"...)
+	b = strconv.AppendInt(b, off, 16)
+	b = append(b, ' ')
+	b = append(b, op.Type.String()...)
+	b = append(b, " new_block="...)
+	b = strconv.AppendUint(b, op.NewBlock, 10)
+	b = append(b, " source="...)
+	b = strconv.AppendUint(b, op.Source, 10)
+	b = append(b, " data_length="...)
+	b = strconv.AppendUint(b, uint64(op.DataLength), 10)
+	b = append(b, " compression="...)
+	b = append(b, op.Compression.String()...)
+	b = append(b, " factor="...)
+	b = strconv.AppendUint(b, 1<<op.FactorShift, 10)
+	return append(b, '\n')
 }
 
 func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr io.Writer) error {
+	// One write per line would be one syscall per op with --show-ops.
+	bw := bufio.NewWriterSize(stdout, 1<<16)
+	defer bw.Flush()
+	stdout = bw
 	text := !f.json && !f.silent
 	var extract *os.File
 	if f.extractTo != "" {
@@ -235,8 +335,8 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 
 	rep := jsonReport{Path: path, Header: headerJSON(h), Compression: r.Compression().String(),
 		MergeOpStart: r.MergeOpStart(), NumTotalDataOps: len(r.MergeIndex()),
-		NumOrderedOpsToMerge: r.NumOrderedOpsToMerge(), Order: f.order, Ops: []jsonOp{},
-		Counts: map[string]uint64{}}
+		NumOrderedOpsToMerge: r.NumOrderedOpsToMerge(), Order: f.order,
+		jsonTail: jsonTail{Counts: map[string]uint64{}}}
 	if hasFooter {
 		rep.Footer = &jsonFooter{NumOps: footer.NumOps, OpsSize: footer.OpsSize}
 	}
@@ -297,16 +397,48 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 	for _, t := range countKeys {
 		rep.Counts[t.String()] = 0
 	}
-	for _, i := range listing(r, f.order, f.showMerged) {
-		if err := ctx.Err(); err != nil {
+	var stream *opStream
+	if f.json {
+		// Head fields, then the op list as it is visited.
+		head := rep
+		head.jsonTail = jsonTail{}
+		hb, err := json.MarshalIndent(struct {
+			Path                 string      `json:"path"`
+			Header               jsonHeader  `json:"header"`
+			Footer               *jsonFooter `json:"footer"`
+			Compression          string      `json:"compression"`
+			LastLabel            *uint64     `json:"last_label"`
+			MergeOpStart         uint64      `json:"merge_op_start"`
+			NumTotalDataOps      int         `json:"num_total_data_ops"`
+			NumOrderedOpsToMerge uint64      `json:"num_ordered_ops_to_merge"`
+			Order                string      `json:"order"`
+		}{head.Path, head.Header, head.Footer, head.Compression, head.LastLabel, head.MergeOpStart,
+			head.NumTotalDataOps, head.NumOrderedOpsToMerge, head.Order}, "", "  ")
+		if err != nil {
 			return err
+		}
+		hb = bytes.TrimSpace(hb)
+		stream = &opStream{w: bufio.NewWriterSize(stdout, 1<<16)}
+		stream.w.Write(bytes.TrimSpace(hb[:len(hb)-1]))
+		stream.w.WriteString(",\n  \"ops\": [")
+	}
+	var line []byte
+	k := 0
+	for i := range listing(r, f.order, f.showMerged) {
+		if k++; k%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		op := &ops[i]
 		if text && f.showOps {
-			fmt.Fprintf(stdout, "%6d @%#x %s\n", i, r.OpOffset(i), op)
+			line = appendOpLine(line[:0], i, r.OpOffset(i), op)
+			stdout.Write(line)
 		}
-		rep.Ops = append(rep.Ops, jsonOp{Type: op.Type.String(), NewBlock: op.NewBlock, Source: op.Source,
-			Compression: op.Compression.String(), DataLength: op.DataLength})
+		if stream != nil {
+			stream.add(jsonOp{Type: op.Type.String(), NewBlock: op.NewBlock, Source: op.Source,
+				Compression: op.Compression.String(), DataLength: op.DataLength})
+		}
 		rep.Counts[op.Type.String()]++
 	}
 
@@ -324,11 +456,22 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 		}
 	}
 
-	if f.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+	if stream != nil {
+		tail, err := jsonObjectFields(rep.jsonTail)
+		if err != nil {
 			return err
+		}
+		if stream.n > 0 {
+			stream.w.WriteString("\n  ")
+		}
+		stream.w.WriteString("],\n  ")
+		stream.w.Write(tail)
+		stream.w.WriteString("\n}\n")
+		if stream.err == nil {
+			stream.err = stream.w.Flush()
+		}
+		if stream.err != nil {
+			return stream.err
 		}
 	} else if text {
 		c := rep.Counts

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -93,7 +94,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal cancels ctx the handler is removed: a second
+	// SIGINT/SIGTERM ends the process at once.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	reportPeakRSS()
 	stop()
 	os.Exit(code)
+}
+
+// reportPeakRSS writes this process's peak resident set (VmHWM) to the file
+// named by $VABC_PEAK_RSS_FILE, if set. Tests use it: a child's rusage
+// maxrss also counts the parent's memory before exec.
+func reportPeakRSS() {
+	path := os.Getenv("VABC_PEAK_RSS_FILE")
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			os.WriteFile(path, []byte(strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))), 0o644)
+		}
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/vabc-go/vabc/internal/progress"
-	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/vabc"
 )
 
@@ -26,6 +25,7 @@ func runApplyCOW(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	parts := fs.String("p", "", "comma-separated partitions (default all)")
 	threads := fs.Int("threads", 0, "operations computed at once (default: number of CPUs)")
 	asJSON := fs.Bool("json", false, "print one JSON object (format subject to change)")
+	trust := addTrustFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: payload apply-cow [--old DIR] -o DIR [flags] PAYLOAD
 
@@ -66,7 +66,10 @@ flags:
 	if *parts != "" {
 		opts.Partitions = strings.Split(*parts, ",")
 	}
-	p, err := payload.Open(path)
+	if opts.Limits, err = trust.limits("apply-cow"); err != nil {
+		return err
+	}
+	p, err := trust.open(ctx, "apply-cow", path, stderr)
 	if err != nil {
 		return err
 	}

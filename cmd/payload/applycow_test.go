@@ -79,8 +79,11 @@ func TestApplyCOW(t *testing.T) {
 			if err := r.VerifyMergeOps(); err != nil {
 				t.Fatal(err)
 			}
-			if l, _ := r.LastLabel(); l != cow.EndOfInstallLabel {
-				t.Errorf("last label %d", l)
+			end := uint64(cow.EndOfInstallLabel)
+			if re, err := cow.Open(cowPath, &cow.ReaderOptions{Label: &end}); err != nil {
+				t.Errorf("no end-of-install label: %v", err)
+			} else {
+				re.Close()
 			}
 			p, err := payload.Open(pp)
 			if err != nil {

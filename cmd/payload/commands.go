@@ -280,23 +280,28 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runExtract(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("extract", "extract [-o DIR] [--old DIR] [-p a,b] [--threads N] [--json] PAYLOAD", stderr)
+	fs := newFlags("extract", "extract [--key PEM | --otacerts ZIP] [--allow-unhashed] [-o DIR] [--old DIR] [-p a,b] [--threads N] [--json] PAYLOAD", stderr)
 	out := fs.String("o", ".", "output directory for <partition>.img")
 	old := fs.String("old", "", "directory with the source <partition>.img files (delta payloads)")
 	parts := fs.String("p", "", "comma-separated partitions to extract (default all)")
 	threads := fs.Int("threads", 0, "worker goroutines (default: number of CPUs)")
 	memLimit := fs.Int64("mem", 512, "MiB of blobs and sources held by in-flight operations")
 	asJSON := fs.Bool("json", false, "print one JSON object (format subject to change)")
+	trust := addTrustFlags(fs)
 	path, err := onePayload(fs, args)
 	if err != nil {
 		return err
 	}
-	p, err := payload.Open(path)
+	lim, err := trust.limits("extract")
+	if err != nil {
+		return err
+	}
+	p, err := trust.open(ctx, "extract", path, stderr)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	opts := apply.Options{OutDir: *out, OldDir: *old, Threads: *threads, MemoryLimit: *memLimit << 20}
+	opts := apply.Options{OutDir: *out, OldDir: *old, Threads: *threads, MemoryLimit: *memLimit << 20, Limits: lim}
 	if *parts != "" {
 		opts.Partitions = strings.Split(*parts, ",")
 	}

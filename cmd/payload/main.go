@@ -17,6 +17,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -98,9 +100,27 @@ func onePayload(fs *flag.FlagSet, args []string) (string, error) {
 	return pos[0], nil
 }
 
+// memoryLimit is the Go heap's soft limit unless GOMEMLIMIT says otherwise:
+// the collector works harder as the heap nears it, so a freed 200 MiB
+// operation buffer is reclaimed before the next one is allocated instead
+// of the heap doubling (GOGC alone lets it grow to twice the live size).
+const memoryLimit = 256 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT/SIGTERM cancels ctx: long work stops, partial
+	// outputs and temp files are removed, the exit status is 1. Once ctx
+	// is cancelled the handler is removed, so a second signal takes the
+	// default action and ends the process at once.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	reportPeakRSS()
+	if errors.Is(err, context.Canceled) && context.Cause(ctx) != nil {
+		err = fmt.Errorf("stopped: %w", context.Cause(ctx)) // "interrupt signal received"
+	}
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -110,5 +130,24 @@ func main() {
 	default:
 		fmt.Fprintln(os.Stderr, "payload:", err)
 		os.Exit(1)
+	}
+}
+
+// reportPeakRSS writes this process's peak resident set (VmHWM) to the file
+// named by $VABC_PEAK_RSS_FILE, if set. Tests use it: a child's rusage
+// maxrss also counts the parent's memory before exec.
+func reportPeakRSS() {
+	path := os.Getenv("VABC_PEAK_RSS_FILE")
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			os.WriteFile(path, []byte(strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))), 0o644)
+		}
 	}
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// Progress, if set, is called from worker goroutines with the number of
 	// destination bytes finished so far and the total.
 	Progress func(done, total int64)
+	// Limits bound what the payload may ask for (partition sizes) and
+	// whether unhashed operations are accepted.
+	Limits payload.Limits
 }
 
 // PartitionResult describes one written image.
@@ -74,18 +77,21 @@ type partJob struct {
 // supported and every needed source image exists. It fails before anything
 // is written.
 func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error) {
+	if err := p.ValidateManifest(); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	sel, err := p.SelectPartitions(opts.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	for _, pu := range sel {
 		name := pu.GetPartitionName()
+		if err := p.ValidatePartition(pu, opts.Limits); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
 		needSrc := false
 		for i, op := range pu.Operations {
 			t := op.GetType()
-			if !payload.KnownType(t) {
-				return nil, fmt.Errorf("apply: unknown op type %d in partition %s op %d: %w", int32(t), name, i, ErrUnsupported)
-			}
 			if !ops.Supported(t) {
 				return nil, fmt.Errorf("apply: unsupported op %s in partition %s op %d: %w", t, name, i, ErrUnsupported)
 			}
@@ -106,26 +112,7 @@ func Plan(p *payload.Payload, opts Options) ([]*metadata.PartitionUpdate, error)
 }
 
 // imageSize is new_partition_info.size, or the end of the furthest extent.
-func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 {
-	if ni := pu.NewPartitionInfo; ni != nil && ni.Size != nil {
-		return int64(ni.GetSize())
-	}
-	var end int64
-	upd := func(e *metadata.Extent) {
-		if e != nil && e.GetStartBlock() != payload.SparseHole {
-			end = max(end, int64(e.GetStartBlock()+e.GetNumBlocks())*bs)
-		}
-	}
-	for _, op := range pu.Operations {
-		for _, e := range op.DstExtents {
-			upd(e)
-		}
-	}
-	for _, e := range []*metadata.Extent{pu.HashTreeExtent, pu.FecExtent} {
-		upd(e)
-	}
-	return end
-}
+func imageSize(pu *metadata.PartitionUpdate, bs int64) int64 { return payload.PartitionSize(pu, bs) }
 
 // opCost estimates the memory an operation holds while it runs.
 func opCost(op *metadata.InstallOperation, bs int64) int64 {
@@ -216,7 +203,7 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	finish := func(j *partJob) {
-		if err := finishPartition(j, p, bs); err != nil {
+		if err := finishPartition(ctx, j, bs); err != nil {
 			cancel(err)
 		}
 	}
@@ -284,9 +271,9 @@ func runOp(ctx context.Context, p *payload.Payload, op *metadata.InstallOperatio
 	if err != nil {
 		return err
 	}
-	env := ops.Env{BlockSize: bs, Target: j.tmp, TargetZeroed: true}
+	env := ops.Env{BlockSize: bs, Target: ops.ContextWriterAt(ctx, j.tmp), TargetZeroed: true}
 	if j.src != nil {
-		env.Source, env.SourceSize = j.src, j.srcSize
+		env.Source, env.SourceSize = ops.ContextReaderAt(ctx, j.src), j.srcSize
 	}
 	return ops.Execute(op, blob, env)
 }
@@ -297,17 +284,20 @@ func ext(e *metadata.Extent) verity.Extent {
 
 // finishPartition regenerates verity data, checks the hash, and renames the
 // temporary file into place.
-func finishPartition(j *partJob, p *payload.Payload, bs int64) error {
+func finishPartition(ctx context.Context, j *partJob, bs int64) error {
 	pu := j.pu
 	name := pu.GetPartitionName()
+	// Verity, FEC and the final hash read the whole image: stop them when
+	// ctx ends.
+	img := verity.WithContext(ctx, j.tmp)
 	if pu.HashTreeExtent != nil && pu.HashTreeDataExtent != nil && pu.HashTreeExtent.GetNumBlocks() > 0 {
-		if _, err := verity.BuildHashTree(j.tmp, bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, ext(pu.HashTreeDataExtent), ext(pu.HashTreeExtent)); err != nil {
+		if _, err := verity.BuildHashTree(img, bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, ext(pu.HashTreeDataExtent), ext(pu.HashTreeExtent)); err != nil {
 			return fmt.Errorf("partition %s: %w", name, err)
 		}
 		j.res.Verity = true
 	}
 	if pu.FecExtent != nil && pu.FecDataExtent != nil && pu.FecExtent.GetNumBlocks() > 0 {
-		if err := verity.EncodeFEC(j.tmp, bs, int(pu.GetFecRoots()), ext(pu.FecDataExtent), ext(pu.FecExtent)); err != nil {
+		if err := verity.EncodeFEC(img, bs, int(pu.GetFecRoots()), ext(pu.FecDataExtent), ext(pu.FecExtent)); err != nil {
 			return fmt.Errorf("partition %s: %w", name, err)
 		}
 		j.res.Verity = true
@@ -320,7 +310,7 @@ func finishPartition(j *partJob, p *payload.Payload, bs int64) error {
 		}
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(j.tmp, 0, j.size)); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(img, 0, j.size)); err != nil {
 		return fmt.Errorf("partition %s: hashing image: %w", name, err)
 	}
 	sum := h.Sum(nil)

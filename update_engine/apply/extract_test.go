@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vabc-go/vabc/internal/testtool"
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/payload/payloadtest"
@@ -35,9 +36,7 @@ func img(blocks int, seed uint64) []byte {
 
 func cli(t *testing.T, data []byte, name string, args ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	testtool.Need(t, name)
 	c := exec.Command(name, args...)
 	c.Stdin = bytes.NewReader(data)
 	out, err := c.Output()

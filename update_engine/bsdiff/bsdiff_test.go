@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/vabc-go/vabc/internal/testtool"
 	"github.com/vabc-go/vabc/update_engine/bspatch"
 )
 
@@ -222,10 +223,7 @@ func TestDeterministic(t *testing.T) {
 
 // TestBspatchTool applies BSDIFF40 patches with Debian's bspatch when present.
 func TestBspatchTool(t *testing.T) {
-	tool, err := exec.LookPath("bspatch")
-	if err != nil {
-		t.Skip("bspatch not installed")
-	}
+	tool := testtool.Need(t, "bspatch")
 	r := rand.New(rand.NewPCG(9, 9))
 	old := randomText(r, 30000)
 	nw := mutate(r, old)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+
+	"github.com/vabc-go/vabc/internal/testtool"
 )
 
 func offtout(v int64) []byte {
@@ -35,9 +37,7 @@ func compress(t testing.TB, c Compressor, b []byte) []byte {
 		w.Close()
 		return out.Bytes()
 	case BZ2:
-		if _, err := exec.LookPath("bzip2"); err != nil {
-			t.Skip("bzip2 CLI not installed")
-		}
+		testtool.Need(t, "bzip2")
 		cmd := exec.Command("bzip2", "-c")
 		cmd.Stdin = bytes.NewReader(b)
 		out, err := cmd.Output()
@@ -151,9 +151,7 @@ func TestOutOfRangeOld(t *testing.T) {
 }
 
 func TestAgainstBsdiffCLI(t *testing.T) {
-	if _, err := exec.LookPath("bsdiff"); err != nil {
-		t.Skip("bsdiff CLI not installed")
-	}
+	testtool.Need(t, "bsdiff")
 	old, want := testData()
 	dir := t.TempDir()
 	o, n, p := filepath.Join(dir, "old"), filepath.Join(dir, "new"), filepath.Join(dir, "patch")

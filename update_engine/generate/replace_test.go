@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/vabc-go/vabc/internal/testtool"
 	"github.com/vabc-go/vabc/testdata/imagegen"
 	"github.com/vabc-go/vabc/update_engine/ops"
 )
@@ -37,10 +38,7 @@ func TestReplaceCodecs(t *testing.T) {
 				t.Fatalf("ops.Decompressor: %v", err)
 			}
 			tool := tools[c]
-			if _, err := exec.LookPath(tool[0]); err != nil {
-				t.Logf("%s not installed, skipping CLI check", tool[0])
-				return
-			}
+			testtool.Need(t, tool[0])
 			cmd := exec.Command(tool[0], tool[1:]...)
 			cmd.Stdin = bytes.NewReader(blob)
 			out, err := cmd.Output()

@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vabc-go/vabc/internal/testtool"
 	"github.com/vabc-go/vabc/update_engine/bsdiff"
 	"github.com/vabc-go/vabc/update_engine/liblz4"
 	"github.com/vabc-go/vabc/update_engine/lz4diff"
@@ -63,9 +64,7 @@ func randBytes(n int, seed uint64) []byte {
 
 func cli(t *testing.T, data []byte, name string, args ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	testtool.Need(t, name)
 	c := exec.Command(name, args...)
 	c.Stdin = bytes.NewReader(data)
 	out, err := c.Output()

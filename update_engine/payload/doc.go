@@ -19,6 +19,13 @@
 // AOSP proto header comment does not exist on disk.
 //
 // Every length read from the file is bounded by the file size before it is
-// used to allocate. Operation types unknown to this package are rejected by
-// number (Go's protobuf runtime keeps unknown proto2 enum numbers, spec §2.11).
+// used to allocate, and the number of manifest messages is counted on the
+// wire before decoding (MaxManifestMessages). Options.VerifyMetadata checks
+// the metadata signature before the manifest is parsed, as update_engine
+// does. Appliers then run ValidateManifest (minor version against the
+// payload kind) and ValidatePartition on each selected partition (known op
+// types, named by op index; sizes within Limits; every extent inside its
+// partition; mandatory hashes), before planning or allocating anything.
+// Operation types unknown to this package are thus refused per partition
+// (Go's protobuf runtime keeps unknown proto2 enum numbers, spec §2.11).
 package payload

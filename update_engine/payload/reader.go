@@ -2,6 +2,7 @@ package payload
 
 import (
 	"archive/zip"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -93,8 +94,23 @@ type Payload struct {
 	closer io.Closer
 }
 
+// Options configure NewReaderOptions and OpenOptions.
+type Options struct {
+	// VerifyMetadata, if set, is called with the SHA-256 of [0,
+	// metadata_size) and the decoded metadata signature (nil when the
+	// payload has none) before the manifest is parsed, as update_engine
+	// does: an error refuses the payload without decoding untrusted
+	// manifest bytes.
+	VerifyMetadata func(digest []byte, sig *metadata.Signatures) error
+}
+
 // NewReader parses a payload held in r (size bytes). The caller keeps r open.
 func NewReader(r io.ReaderAt, size int64) (*Payload, error) {
+	return NewReaderOptions(r, size, nil)
+}
+
+// NewReaderOptions is NewReader with options (o may be nil).
+func NewReaderOptions(r io.ReaderAt, size int64, o *Options) (*Payload, error) {
 	var hb [HeaderSize]byte
 	if size >= HeaderSize {
 		if _, err := r.ReadAt(hb[:], 0); err != nil {
@@ -106,14 +122,6 @@ func NewReader(r io.ReaderAt, size int64) (*Payload, error) {
 		return nil, err
 	}
 	p := &Payload{Header: h, r: r, size: size}
-	mb := make([]byte, h.ManifestSize)
-	if _, err := r.ReadAt(mb, HeaderSize); err != nil {
-		return nil, fmt.Errorf("payload: reading manifest: %w", err)
-	}
-	p.Manifest = new(metadata.DeltaArchiveManifest)
-	if err := proto.Unmarshal(mb, p.Manifest); err != nil {
-		return nil, &FormatError{Off: HeaderSize, Msg: "manifest: " + err.Error()}
-	}
 	if h.MetadataSignatureSize > 0 {
 		sb := make([]byte, h.MetadataSignatureSize)
 		if _, err := r.ReadAt(sb, h.MetadataSize()); err != nil {
@@ -124,6 +132,25 @@ func NewReader(r io.ReaderAt, size int64) (*Payload, error) {
 			return nil, &FormatError{Off: h.MetadataSize(), Msg: "metadata signature: " + err.Error()}
 		}
 	}
+	mb := make([]byte, h.ManifestSize)
+	if _, err := r.ReadAt(mb, HeaderSize); err != nil {
+		return nil, fmt.Errorf("payload: reading manifest: %w", err)
+	}
+	if o != nil && o.VerifyMetadata != nil {
+		d := sha256.New()
+		d.Write(hb[:])
+		d.Write(mb)
+		if err := o.VerifyMetadata(d.Sum(nil), p.MetadataSignature); err != nil {
+			return nil, fmt.Errorf("payload: metadata signature: %w", err)
+		}
+	}
+	p.Manifest = new(metadata.DeltaArchiveManifest)
+	if _, err := countMessages(mb, p.Manifest.ProtoReflect().Descriptor(), MaxManifestMessages); err != nil {
+		return nil, &FormatError{Off: HeaderSize, Msg: err.Error()}
+	}
+	if err := proto.Unmarshal(mb, p.Manifest); err != nil {
+		return nil, &FormatError{Off: HeaderSize, Msg: "manifest: " + err.Error()}
+	}
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
@@ -131,7 +158,10 @@ func NewReader(r io.ReaderAt, size int64) (*Payload, error) {
 }
 
 // Open opens a payload.bin file or an OTA zip holding a stored payload.bin.
-func Open(path string) (*Payload, error) {
+func Open(path string) (*Payload, error) { return OpenOptions(path, nil) }
+
+// OpenOptions is Open with options (o may be nil).
+func OpenOptions(path string, o *Options) (*Payload, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -145,9 +175,9 @@ func Open(path string) (*Payload, error) {
 	f.ReadAt(magic[:], 0)
 	var p *Payload
 	if string(magic[:]) == "PK\x03\x04" {
-		p, err = NewZipReader(f, st.Size())
+		p, err = newZipReader(f, st.Size(), o)
 	} else {
-		p, err = NewReader(f, st.Size())
+		p, err = NewReaderOptions(f, st.Size(), o)
 	}
 	if err != nil {
 		f.Close()
@@ -164,7 +194,9 @@ func Open(path string) (*Payload, error) {
 
 // NewZipReader opens payload.bin in place inside an OTA zip. The entry must be
 // stored (uncompressed), as ota_from_target_files writes it.
-func NewZipReader(r io.ReaderAt, size int64) (*Payload, error) {
+func NewZipReader(r io.ReaderAt, size int64) (*Payload, error) { return newZipReader(r, size, nil) }
+
+func newZipReader(r io.ReaderAt, size int64, o *Options) (*Payload, error) {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("payload: reading zip: %w", err)
@@ -192,7 +224,7 @@ func NewZipReader(r io.ReaderAt, size int64) (*Payload, error) {
 	if off < 0 || n < 0 || off > size || n > size-off {
 		return nil, fmt.Errorf("payload: payload.bin entry [%d,+%d) outside zip of %d bytes: %w", off, n, size, ErrCorrupt)
 	}
-	p, err := NewReader(io.NewSectionReader(r, off, n), n)
+	p, err := NewReaderOptions(io.NewSectionReader(r, off, n), n, o)
 	if err != nil {
 		return nil, err
 	}
@@ -400,10 +432,7 @@ func checkExtent(e *metadata.Extent, bs uint64) error {
 }
 
 func checkOp(op *metadata.InstallOperation, dataArea, bs uint64) error {
-	t := op.GetType()
-	if !KnownType(t) {
-		return fmt.Errorf("unknown op type %d: %w", int32(t), ErrUnsupported)
-	}
+	t := op.GetType() // unknown types are refused per partition (ValidatePartition)
 	off, n := op.GetDataOffset(), op.GetDataLength()
 	if off > dataArea || n > dataArea-off {
 		return fmt.Errorf("data [%d,+%d) outside the %d-byte data area: %w", off, n, dataArea, ErrCorrupt)

@@ -146,7 +146,10 @@ func TestCorrupt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// The manifest copy in a Build() output ignores the op's data
 			// fields: rebuild raw bytes where a mutation must survive.
-			_, err := parse(tt.raw)
+			p, err := parse(tt.raw)
+			if err == nil {
+				err = validateAll(p)
+			}
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -204,4 +207,17 @@ func TestOpenZipAndProperties(t *testing.T) {
 		t.Fatal("bad properties line accepted")
 	}
 	_ = os.Remove
+}
+
+// validateAll runs the checks an applier runs after opening.
+func validateAll(p *payload.Payload) error {
+	if err := p.ValidateManifest(); err != nil {
+		return err
+	}
+	for _, pu := range p.Manifest.Partitions {
+		if err := p.ValidatePartition(pu, payload.Limits{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ package sign
 
 import (
 	"archive/zip"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -193,9 +194,28 @@ func (ks Keys) VerifyDigest(digest []byte, sigs *metadata.Signatures) error {
 // Digests returns the SHA-256 digests the metadata and payload signatures
 // sign.
 func Digests(p *payload.Payload) (metadataDigest, payloadDigest []byte, err error) {
+	return DigestsContext(context.Background(), p)
+}
+
+// ctxReader stops a long read when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// DigestsContext is Digests, stopping when ctx ends (a payload is hashed
+// whole: gigabytes).
+func DigestsContext(ctx context.Context, p *payload.Payload) (metadataDigest, payloadDigest []byte, err error) {
 	ms := p.Header.MetadataSize()
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(p.ReaderAt(), 0, ms)); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(p.ReaderAt(), 0, ms)}); err != nil {
 		return nil, nil, err
 	}
 	metadataDigest = h.Sum(nil)
@@ -204,10 +224,41 @@ func Digests(p *payload.Payload) (metadataDigest, payloadDigest []byte, err erro
 	}
 	bo := p.Header.BlobOffset()
 	end := bo + int64(p.Manifest.GetSignaturesOffset())
-	if _, err := io.Copy(h, io.NewSectionReader(p.ReaderAt(), bo, end-bo)); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(p.ReaderAt(), bo, end-bo)}); err != nil {
 		return nil, nil, err
 	}
 	return metadataDigest, h.Sum(nil), nil
+}
+
+// MetadataVerifier returns a payload.Options.VerifyMetadata hook that
+// requires a metadata signature made by one of keys.
+func (ks Keys) MetadataVerifier() func(digest []byte, sig *metadata.Signatures) error {
+	return func(digest []byte, sig *metadata.Signatures) error {
+		if sig == nil {
+			return ErrUnsigned
+		}
+		return ks.VerifyDigest(digest, sig)
+	}
+}
+
+// VerifyPayloadSignature checks the payload signature of p (everything but
+// the two signature blobs), stopping when ctx ends.
+func VerifyPayloadSignature(ctx context.Context, p *payload.Payload, keys Keys) error {
+	if !p.Signed() {
+		return fmt.Errorf("payload signature: %w", ErrUnsigned)
+	}
+	_, pd, err := DigestsContext(ctx, p)
+	if err != nil {
+		return fmt.Errorf("payload signature: %w", err)
+	}
+	sigs, err := p.PayloadSignatures()
+	if err != nil {
+		return fmt.Errorf("payload signature: %w", err)
+	}
+	if err := keys.VerifyDigest(pd, sigs); err != nil {
+		return fmt.Errorf("payload signature: %w", err)
+	}
+	return nil
 }
 
 // Result reports which signatures verified.

@@ -1,13 +1,30 @@
 package vabc
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/payload"
 )
 
 func ext(start, n uint64) *metadata.Extent {
 	return &metadata.Extent{StartBlock: &start, NumBlocks: &n}
+}
+
+// blocksOf expands extents into block numbers (holes excluded): the naive
+// oracle for planMerge's extent index.
+func blocksOf(ext []*metadata.Extent) []uint64 {
+	var out []uint64
+	for _, e := range ext {
+		if e.GetStartBlock() == payload.SparseHole {
+			continue
+		}
+		for i := range e.GetNumBlocks() {
+			out = append(out, e.GetStartBlock()+i)
+		}
+	}
+	return out
 }
 
 // FuzzPlanMerge feeds arbitrary merge hints and SOURCE_COPY / bsdiff
@@ -39,7 +56,17 @@ func FuzzPlanMerge(f *testing.F) {
 			if typ != metadata.InstallOperation_SOURCE_COPY {
 				n = next() % 8
 			}
-			op.DstExtents = []*metadata.Extent{ext(next()%32, n)}
+			// The destination is split into up to three extents (one may
+			// be a hole for bsdiff ops), in any order.
+			for n > 0 {
+				k := min(n, 1+next()%4)
+				start := next() % 32
+				if typ != metadata.InstallOperation_SOURCE_COPY && next()%5 == 0 {
+					start = payload.SparseHole
+				}
+				op.DstExtents = append(op.DstExtents, ext(start, k))
+				n -= k
+			}
 			pu.Operations = append(pu.Operations, op)
 		}
 		nm := next() % 8
@@ -52,18 +79,45 @@ func FuzzPlanMerge(f *testing.F) {
 			pu.MergeOperations = append(pu.MergeOperations, m)
 		}
 		plan, err := planMerge(pu, 4096, 30, next()%2 == 0)
+		// Oracle: planMerge's double-write error appears exactly for the
+		// payloads writing a block twice.
+		owner := map[uint64]bool{}
+		twice := false
+		for _, op := range pu.Operations {
+			for _, d := range blocksOf(op.DstExtents) {
+				twice = twice || owner[d]
+				owner[d] = true
+			}
+		}
+		if twice != (err != nil && strings.Contains(err.Error(), "a COW cannot express that")) {
+			t.Fatalf("block written twice: %v, planMerge error: %v", twice, err)
+		}
 		if err != nil {
 			return
 		}
 		pairs := map[uint64]uint64{}
 		diff := map[uint64]bool{}
 		for _, op := range pu.Operations {
-			d, s := blocksOf(op.DstExtents), blocksOf(op.SrcExtents)
-			for k := range d {
+			// Positions count holes, as the dst walk does.
+			var dpos []uint64
+			for _, e := range op.DstExtents {
+				for i := range e.GetNumBlocks() {
+					if e.GetStartBlock() == payload.SparseHole {
+						dpos = append(dpos, payload.SparseHole)
+					} else {
+						dpos = append(dpos, e.GetStartBlock()+i)
+					}
+				}
+			}
+			s := blocksOf(op.SrcExtents)
+			for k, d := range dpos {
+				if d == payload.SparseHole {
+					continue
+				}
 				if op.GetType() == metadata.InstallOperation_SOURCE_COPY {
-					pairs[d[k]] = s[k]
+					pairs[d] = s[k]
 				} else {
-					diff[d[k]] = true
+					diff[d] = true
 				}
 			}
 		}

@@ -198,7 +198,7 @@ func TestResume(t *testing.T) {
 		second     Options
 		wantResume bool
 	}{
-		{"same-settings", Options{}, true},
+		{"same-settings", Options{}, true}, // v3: the finished COW is found without LastLabel
 		{"other-compression", Options{Compression: "zstd"}, false},
 		{"other-version", Options{CowVersion: 2}, false},
 	} {

@@ -1,8 +1,10 @@
 package vabc
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/payload"
@@ -29,35 +31,87 @@ type mergePlan struct {
 	dropped int
 }
 
-// blocksOf expands extents into block numbers (holes excluded).
-func blocksOf(ext []*metadata.Extent) []uint64 {
-	var out []uint64
-	for _, e := range ext {
-		if e.GetStartBlock() == payload.SparseHole {
-			continue
-		}
-		for i := range e.GetNumBlocks() {
-			out = append(out, e.GetStartBlock()+i)
-		}
-	}
-	return out
+// span is one destination extent of an install operation: blocks
+// [start, start+n), which are blocks [pos, pos+n) of the op's destination.
+type span struct {
+	start, n, pos uint64
+	op            int
 }
 
-// mergeBlockOrder returns the order in which the blocks of one merge op are
-// merged (spec §3.9): overlapping extents ascend when dst starts at or below
-// src and descend otherwise; disjoint ones ascend (userspace snapshots).
-func mergeBlockOrder(dst, src, n uint64) []uint64 {
-	idx := make([]uint64, n)
-	overlap := dst < src+n && src < dst+n
-	desc := overlap && dst > src
-	for i := range n {
-		if desc {
-			idx[i] = n - 1 - i
-		} else {
-			idx[i] = i
+// opIndex finds the install operation writing each destination block
+// without expanding extents: memory is proportional to the number of
+// extents, not to the blocks they cover (a payload may claim 2^24 blocks
+// in one extent).
+type opIndex struct {
+	spans []span // sorted by start, disjoint
+}
+
+func newOpIndex(pu *metadata.PartitionUpdate) (*opIndex, error) {
+	var ix opIndex
+	for i, op := range pu.Operations {
+		var pos uint64
+		for _, e := range op.DstExtents {
+			if e.GetStartBlock() != payload.SparseHole && e.GetNumBlocks() > 0 {
+				ix.spans = append(ix.spans, span{start: e.GetStartBlock(), n: e.GetNumBlocks(), pos: pos, op: i})
+			}
+			pos += e.GetNumBlocks()
 		}
 	}
-	return idx
+	slices.SortFunc(ix.spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	for k := 1; k < len(ix.spans); k++ {
+		a, b := ix.spans[k-1], ix.spans[k]
+		if b.start < a.start+a.n {
+			i, j := min(a.op, b.op), max(a.op, b.op)
+			return nil, fmt.Errorf("vabc: partition %s: block %d is written by op %d and op %d; a COW cannot express that: %w", pu.GetPartitionName(), b.start, i, j, ErrUnsupported)
+		}
+	}
+	return &ix, nil
+}
+
+// lookup returns the op writing block d and d's position in that op's
+// destination.
+func (ix *opIndex) lookup(d uint64) (op int, pos uint64, ok bool) {
+	k, _ := slices.BinarySearchFunc(ix.spans, d, func(s span, d uint64) int {
+		switch {
+		case d < s.start:
+			return 1
+		case d >= s.start+s.n:
+			return -1
+		}
+		return 0
+	})
+	if k < len(ix.spans) && d >= ix.spans[k].start && d < ix.spans[k].start+ix.spans[k].n {
+		s := ix.spans[k]
+		return s.op, s.pos + d - s.start, true
+	}
+	return 0, 0, false
+}
+
+// nthBlock returns the block at position pos of ext (holes count as
+// blocks), or false past the end or on a hole.
+func nthBlock(ext []*metadata.Extent, pos uint64) (uint64, bool) {
+	for _, e := range ext {
+		if pos < e.GetNumBlocks() {
+			if e.GetStartBlock() == payload.SparseHole {
+				return 0, false
+			}
+			return e.GetStartBlock() + pos, true
+		}
+		pos -= e.GetNumBlocks()
+	}
+	return 0, false
+}
+
+// mergeBlockOrder returns the i-th block (offset from the extent start)
+// merged of one merge op of n blocks (spec §3.9): overlapping extents
+// ascend when dst starts at or below src and descend otherwise; disjoint
+// ones ascend (userspace snapshots).
+func mergeBlockOrder(dst, src, n, i uint64) uint64 {
+	overlap := dst < src+n && src < dst+n
+	if overlap && dst > src {
+		return n - 1 - i
+	}
+	return i
 }
 
 // planMerge checks the merge_operations of pu against its install operations
@@ -65,34 +119,39 @@ func mergeBlockOrder(dst, src, n uint64) []uint64 {
 // selects whether COW_XOR hints are used at all.
 func planMerge(pu *metadata.PartitionUpdate, bs int64, srcBlocks uint64, xorOn bool) (*mergePlan, error) {
 	name := pu.GetPartitionName()
-	// Which (dst, src) pairs SOURCE_COPY operations copy, and which dst
-	// blocks bsdiff operations write.
-	copyPairs := make(map[uint64]uint64)
-	diffDst := make(map[uint64]bool)
-	// A COW holds one op per block (readers use the first); a payload that
-	// writes a block twice cannot be expressed faithfully.
-	owner := make(map[uint64]int)
+	ix, err := newOpIndex(pu)
+	if err != nil {
+		return nil, err
+	}
 	for i, op := range pu.Operations {
-		for _, b := range blocksOf(op.DstExtents) {
-			if j, ok := owner[b]; ok {
-				return nil, fmt.Errorf("vabc: partition %s: block %d is written by op %d and op %d; a COW cannot express that: %w", name, b, j, i, ErrUnsupported)
+		if op.GetType() == metadata.InstallOperation_SOURCE_COPY {
+			var d, s uint64
+			for _, e := range op.DstExtents {
+				d += e.GetNumBlocks()
 			}
-			owner[b] = i
-		}
-		switch op.GetType() {
-		case metadata.InstallOperation_SOURCE_COPY:
-			d, s := blocksOf(op.DstExtents), blocksOf(op.SrcExtents)
-			if len(d) != len(s) {
-				return nil, fmt.Errorf("vabc: partition %s op %d (SOURCE_COPY): %d destination blocks but %d source blocks", name, i, len(d), len(s))
+			for _, e := range op.SrcExtents {
+				s += e.GetNumBlocks()
 			}
-			for k := range d {
-				copyPairs[d[k]] = s[k]
-			}
-		case metadata.InstallOperation_SOURCE_BSDIFF, metadata.InstallOperation_BROTLI_BSDIFF:
-			for _, b := range blocksOf(op.DstExtents) {
-				diffDst[b] = true
+			if d != s {
+				return nil, fmt.Errorf("vabc: partition %s op %d (SOURCE_COPY): %d destination blocks but %d source blocks", name, i, d, s)
 			}
 		}
+	}
+	// copySrc is the source block a SOURCE_COPY op copies to d.
+	copySrc := func(d uint64) (uint64, bool) {
+		i, pos, ok := ix.lookup(d)
+		if !ok || pu.Operations[i].GetType() != metadata.InstallOperation_SOURCE_COPY {
+			return 0, false
+		}
+		return nthBlock(pu.Operations[i].SrcExtents, pos)
+	}
+	diffDst := func(d uint64) bool {
+		i, _, ok := ix.lookup(d)
+		if !ok {
+			return false
+		}
+		t := pu.Operations[i].GetType()
+		return t == metadata.InstallOperation_SOURCE_BSDIFF || t == metadata.InstallOperation_BROTLI_BSDIFF
 	}
 	p := &mergePlan{copied: make(map[uint64]bool), xor: make(map[uint64]xorSrc)}
 	seen := make(map[uint64]bool)
@@ -113,13 +172,14 @@ func planMerge(pu *metadata.PartitionUpdate, bs int64, srcBlocks uint64, xorOn b
 			if se.GetNumBlocks() != n {
 				return nil, fmt.Errorf("vabc: partition %s merge op %d (COW_COPY): src has %d blocks, dst %d", name, mi, se.GetNumBlocks(), n)
 			}
-			for _, i := range mergeBlockOrder(dst, src, n) {
+			for k := range n {
+				i := mergeBlockOrder(dst, src, n, k)
 				d, s := dst+i, src+i
 				if seen[d] || s >= srcBlocks {
 					p.dropped++
 					continue
 				}
-				if cs, ok := copyPairs[d]; !ok || cs != s {
+				if cs, ok := copySrc(d); !ok || cs != s {
 					p.dropped++
 					continue
 				}
@@ -136,9 +196,10 @@ func planMerge(pu *metadata.PartitionUpdate, bs int64, srcBlocks uint64, xorOn b
 			if int64(off) >= bs {
 				return nil, fmt.Errorf("vabc: partition %s merge op %d (COW_XOR): src_offset %d not below the block size %d", name, mi, off, bs)
 			}
-			for _, i := range mergeBlockOrder(dst, src, n) {
+			for k := range n {
+				i := mergeBlockOrder(dst, src, n, k)
 				d, s := dst+i, src+i
-				if seen[d] || !diffDst[d] || s >= srcBlocks {
+				if seen[d] || !diffDst(d) || s >= srcBlocks {
 					p.dropped++
 					continue
 				}

@@ -32,8 +32,8 @@ func mergeCOW(t *testing.T, old []byte, newSize int64, path string) []byte {
 	if err := r.VerifyMergeOps(); err != nil {
 		t.Fatalf("%s: VerifyMergeOps: %v", path, err)
 	}
-	if l, ok := r.LastLabel(); !ok || l != cow.EndOfInstallLabel {
-		t.Errorf("%s: last label %d (%v), want the end-of-install label", path, l, ok)
+	if _, ok := finished(path); !ok {
+		t.Errorf("%s: does not end with the end-of-install label", path)
 	}
 	bs := int64(r.Header().BlockSize)
 	img := make([]byte, max(int64(len(old)), newSize))
@@ -364,7 +364,7 @@ func TestErrors(t *testing.T) {
 			pu.FecExtent = payloadtest.Ext(1<<40, 2)[0]
 			pu.FecRoots = proto.Uint32(2)
 			return func() { pu.FecDataExtent, pu.FecExtent, pu.FecRoots = nil, nil, nil }
-		}, "FEC extent 1099511627776+2 is outside"},
+		}, "fec_extent (1099511627776,2) beyond the partition"},
 		{"hash-tree-algorithm", Options{}, func(m *metadata.DeltaArchiveManifest) func() {
 			pu := m.Partitions[0]
 			pu.HashTreeDataExtent = payloadtest.Ext(0, 2)[0]

@@ -2,6 +2,7 @@ package vabc
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -104,9 +105,19 @@ func (v *SnapshotView) ReadBlock(p []byte, b uint64) error {
 
 // Hash returns the SHA-256 of the first size bytes of the view.
 func (v *SnapshotView) Hash(size int64) ([]byte, error) {
+	return v.HashContext(context.Background(), size)
+}
+
+// HashContext is Hash, stopping when ctx ends.
+func (v *SnapshotView) HashContext(ctx context.Context, size int64) ([]byte, error) {
 	h := sha256.New()
 	buf := make([]byte, v.bs)
 	for b := int64(0); b*v.bs < size; b++ {
+		if b%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		if err := v.ReadBlock(buf, uint64(b)); err != nil {
 			return nil, fmt.Errorf("reading new block %d: %w", b, err)
 		}
@@ -116,7 +127,7 @@ func (v *SnapshotView) Hash(size int64) ([]byte, error) {
 }
 
 // verify checks the finished COW of pw against new_partition_info.hash.
-func (pw *partWriter) verify(path string, size int64, want []byte) error {
+func (pw *partWriter) verify(ctx context.Context, path string, size int64, want []byte) error {
 	r, err := cow.Open(path, nil)
 	if err != nil {
 		return fmt.Errorf("vabc: partition %s: reopening the COW: %w", pw.name, err)
@@ -129,7 +140,7 @@ func (pw *partWriter) verify(path string, size int64, want []byte) error {
 	if pw.src != nil {
 		base = pw.src
 	}
-	got, err := NewSnapshotView(r, base, pw.srcSz).Hash(size)
+	got, err := NewSnapshotView(r, base, pw.srcSz).HashContext(ctx, size)
 	if err != nil {
 		return fmt.Errorf("vabc: partition %s: %w", pw.name, err)
 	}

@@ -1,6 +1,7 @@
 package vabc
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sync"
@@ -148,7 +149,7 @@ func (o *overlayImage) WriteAt(p []byte, off int64) (int, error) {
 
 // writeVerity regenerates the hash tree and FEC from old + COW up to label
 // (the last install op's) and adds them as Replace data.
-func (pw *partWriter) writeVerity(label uint64) error {
+func (pw *partWriter) writeVerity(ctx context.Context, label uint64) error {
 	wrap := func(err error) error { return fmt.Errorf("vabc: partition %s: verity: %w", pw.name, err) }
 	r, err := cow.Open(pw.res.Path, &cow.ReaderOptions{Label: &label})
 	if err != nil {
@@ -161,7 +162,8 @@ func (pw *partWriter) writeVerity(label uint64) error {
 	} else {
 		v = NewSnapshotView(r, nil, 0)
 	}
-	img := &overlayImage{v: v, bs: pw.bs, over: map[uint64][]byte{}, tmp: make([]byte, pw.bs)}
+	over := &overlayImage{v: v, bs: pw.bs, over: map[uint64][]byte{}, tmp: make([]byte, pw.bs)}
+	img := verity.WithContext(ctx, over)
 	pu := pw.pu
 	if pu.GetHashTreeExtent().GetNumBlocks() > 0 {
 		if _, err := verity.BuildHashTree(img, pw.bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, vext(pu.HashTreeDataExtent), vext(pu.HashTreeExtent)); err != nil {
@@ -182,7 +184,7 @@ func (pw *partWriter) writeVerity(label uint64) error {
 		if _, err := img.ReadAt(data, int64(e.GetStartBlock())*pw.bs); err != nil {
 			return wrap(err)
 		}
-		if err := pw.apply(-1, []action{{kind: 'r', dst: e.GetStartBlock(), data: data}}); err != nil {
+		if err := pw.apply(ctx, []action{{kind: 'r', dst: e.GetStartBlock(), data: data}}); err != nil {
 			return wrap(err)
 		}
 	}

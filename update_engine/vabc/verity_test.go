@@ -197,6 +197,9 @@ func TestVerityHandMade(t *testing.T) {
 	}
 	build := func(target []byte) *payload.Payload {
 		b := payloadtest.New(bs, 8)
+		// A delta by AOSP's rule (a full payload must be minor 0, and full
+		// payloads never carry verity).
+		b.Manifest.PartialUpdate = proto.Bool(true)
 		b.AddOp("sys", &metadata.InstallOperation{Type: metadata.InstallOperation_REPLACE.Enum(), DstExtents: payloadtest.Ext(0, data)}, img[:data*bs])
 		pu := b.Partition("sys")
 		payloadtest.SetInfo(pu, target, nil)

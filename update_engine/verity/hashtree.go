@@ -15,6 +15,7 @@
 package verity
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -170,4 +171,27 @@ func BuildHashTree(img Image, bs int64, alg string, salt []byte, data, tree Exte
 		}
 	}
 	return root, nil
+}
+
+// WithContext wraps img so that every read and write fails once ctx ends:
+// hashing or encoding a multi-GiB image then stops within one block's work.
+func WithContext(ctx context.Context, img Image) Image { return ctxImage{ctx, img} }
+
+type ctxImage struct {
+	ctx context.Context
+	img Image
+}
+
+func (c ctxImage) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.img.ReadAt(p, off)
+}
+
+func (c ctxImage) WriteAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.img.WriteAt(p, off)
 }

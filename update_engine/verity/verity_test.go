@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vabc-go/vabc/internal/testtool"
 )
 
 type mem []byte
@@ -28,9 +30,7 @@ func randImage(blocks int, seed uint64) mem {
 // TestHashTreeVeritysetup compares with Linux's veritysetup (cryptsetup),
 // which writes the same tree layout (top level first) with --no-superblock.
 func TestHashTreeVeritysetup(t *testing.T) {
-	if _, err := exec.LookPath("veritysetup"); err != nil {
-		t.Skip("veritysetup not installed")
-	}
+	testtool.Need(t, "veritysetup")
 	for _, tc := range []struct {
 		name   string
 		blocks int

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/vabc-go/vabc/internal/testtool"
 )
 
 // sampleData looks like code: random bytes with many E8/E9/BL/ADRP-like
@@ -43,9 +45,7 @@ func sampleData(n int) []byte {
 
 func xzCompress(t testing.TB, data []byte, args ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Skip("xz CLI not installed")
-	}
+	testtool.Need(t, "xz")
 	cmd := exec.Command("xz", append([]string{"-c", "-T1", "-1"}, args...)...)
 	cmd.Stdin = bytes.NewReader(data)
 	out, err := cmd.Output()

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"testing"
+
+	"github.com/vabc-go/vabc/internal/testtool"
 )
 
 func decode(t *testing.T, b []byte) []byte {
@@ -83,10 +85,7 @@ func TestRatio(t *testing.T) {
 
 // TestBzip2Tool checks the stream against the reference decoder when present.
 func TestBzip2Tool(t *testing.T) {
-	path, err := exec.LookPath("bzip2")
-	if err != nil {
-		t.Skip("bzip2 not installed")
-	}
+	path := testtool.Need(t, "bzip2")
 	for name, in := range testInputs() {
 		t.Run(name, func(t *testing.T) {
 			c, _ := Compress(in, 9)
