@@ -41,11 +41,12 @@ func TestSnapshotctl(t *testing.T) {
 		{[]string{"verify"}, "success\n", false},
 		{[]string{"merge-percent"}, "0.000000\n", false},
 		{[]string{"pause"}, "", false},
-		// Source and base differ: no in-place merge (see merge_e2e_test.go
-		// for merges).
-		{[]string{"merge", "system"}, "", true},
-		{[]string{"status", "system"}, "snapshot-merge-failed\n", false},
+		// Source and base are separate devices (libsnapshot's <part>-src
+		// and the partition): the merge reads the source, writes base.
+		{[]string{"merge", "system"}, "", false},
+		{[]string{"merge", "nosuch"}, "", true},
 		{[]string{"resume"}, "", false},
+		{[]string{"wait", "system"}, "system: snapshot-merge-complete\n", false},
 		{[]string{"wait", "nosuch"}, "nosuch: snapshot-merge-failed\n", true},
 		{[]string{"delete", "system"}, "", false},
 	}
@@ -63,6 +64,12 @@ func TestSnapshotctl(t *testing.T) {
 				t.Fatalf("json output %q: %v", out, err)
 			}
 		}
+	}
+	if got, err := os.ReadFile(f.Base); err != nil || !bytes.Equal(got, tr.Target) {
+		t.Fatalf("after the merge base != target (err %v)", err)
+	}
+	if got, err := os.ReadFile(f.Source); err != nil || !bytes.Equal(got, tr.Source) {
+		t.Fatalf("the merge changed the source device (err %v)", err)
 	}
 	for _, bad := range [][]string{{}, {"frob"}, {"status"}, {"merge"}, {"init", "a"}} {
 		if _, err := ctl(t, srv.Socket, bad...); !errors.Is(err, errUsage) {

@@ -128,14 +128,11 @@ func (v *SnapshotView) HashContext(ctx context.Context, size int64) ([]byte, err
 
 // verify checks the finished COW of pw against new_partition_info.hash.
 func (pw *partWriter) verify(ctx context.Context, path string, size int64, want []byte) error {
-	r, err := cow.Open(path, nil)
+	r, err := openVerified(ctx, path)
 	if err != nil {
 		return fmt.Errorf("vabc: partition %s: reopening the COW: %w", pw.name, err)
 	}
 	defer r.Close()
-	if err := r.VerifyMergeOps(); err != nil {
-		return fmt.Errorf("vabc: partition %s: %w", pw.name, err)
-	}
 	var base io.ReaderAt
 	if pw.src != nil {
 		base = pw.src
@@ -148,4 +145,37 @@ func (pw *partWriter) verify(ctx context.Context, path string, size int64, want 
 		return fmt.Errorf("vabc: partition %s: old image + COW hashes to %x, new_partition_info.hash is %x: %w", pw.name, got, want, ErrVerify)
 	}
 	return nil
+}
+
+// openVerified opens the COW at path and checks its merge sequence. Parsing
+// and ordering millions of ops takes seconds and cannot be interrupted, so
+// it runs aside: a cancelled ctx returns at once (the abandoned parse ends
+// with the process, or closes its reader when it finishes).
+func openVerified(ctx context.Context, path string) (*cow.Reader, error) {
+	type result struct {
+		r   *cow.Reader
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := cow.Open(path, nil)
+		if err == nil {
+			if err = r.VerifyMergeOps(); err != nil {
+				r.Close()
+				r = nil
+			}
+		}
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		return res.r, res.err
+	case <-ctx.Done():
+		go func() {
+			if res := <-done; res.r != nil {
+				res.r.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
