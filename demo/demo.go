@@ -568,7 +568,9 @@ func (d *demo) showMergeState() error {
 		}
 	}
 	d.printf("base image: %d blocks already hold the new data, %d still the old (of %d blocks)", asNew, asOld, blocks)
-	return nil
+	d.printf("a picture of it (merged blocks pale; kept with -keep):")
+	_, err = d.tool(context.Background(), 12, "cowctl", "map", "--png", filepath.Join(d.work, "merge-after-kill.png"), "--source", d.base, d.cow)
+	return err
 }
 
 func (d *demo) checkBase() error {

@@ -1,7 +1,12 @@
-// Command cowctl inspects (and, in later versions, creates and applies)
+// Command cowctl inspects, creates, applies, verifies, estimates and maps
 // Android Virtual A/B COW images.
 //
 //	cowctl inspect [flags] COW
+//	cowctl create --source OLD.img --target NEW.img -o X.cow [flags]
+//	cowctl apply --source IMG --cow X.cow (-o NEW.img | --in-place) [flags]
+//	cowctl verify --source OLD.img --cow X.cow --target NEW.img
+//	cowctl estimate --source OLD.img --target NEW.img [flags]
+//	cowctl map [--png OUT.png] [--json] [--source IMG] COW
 //
 // Exit status: 0 on success, 1 on errors, 2 on usage errors.
 package main
@@ -37,6 +42,7 @@ var commands = map[string]command{
 	"apply":    {runApply, "merge a COW into an image offline (-o NEW.img or --in-place, resumable)"},
 	"verify":   {runVerify, "check that source + COW reproduce the target image"},
 	"estimate": {runEstimate, "predict the COW size and op counts without writing"},
+	"map":      {runMap, "draw the partition's blocks by op type and merge progress (--png, --json runs)"},
 }
 
 // planned lists subcommands that exist in AOSP-style tooling but are not
