@@ -8,7 +8,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 export GOFLAGS := -buildvcs=false
 export CGO_ENABLED := 0
 
-.PHONY: all deps deps-refresh build test unit-test vm-test lint fmt-check vet staticcheck bench demo fuzz proto clean
+.PHONY: all deps deps-refresh build android test unit-test vm-test lint fmt-check vet staticcheck bench demo fuzz proto clean
 
 all: build
 
@@ -25,6 +25,18 @@ deps-refresh:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+## android: static linux/arm64 and linux/amd64 builds of every cmd/* binary (snapuserd, snapshotctl,
+## cowctl, payload, vabc-init when present) into bin/linux-<arch>/; Android.bp installs the arm64
+## snapuserd from there (module vabc_snapuserd, docs/DEVICE.md)
+ANDROID_ARCHES ?= arm64 amd64
+android:
+	@for arch in $(ANDROID_ARCHES); do \
+		out=$(BIN)/linux-$$arch; mkdir -p $$out; \
+		GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags='-s -w' -o $$out/ ./cmd/... || exit 1; \
+		echo "android: $$out: $$(cd $$out && ls | tr '\n' ' ')"; \
+	done
+	VABC_ANDROID_BIN=$(BIN) $(GO) test -count=1 -run 'TestAndroid' ./internal/layout
 
 ## test: deps, lint, all Go tests (fuzz seeds included), then the VM tests when qemu is installed.
 ## Under CI (CI=true) a VM test that cannot run is a failure, not a skip.
