@@ -60,6 +60,14 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
+	fmt.Fprint(w, `
+examples:
+  cowctl create --source old.img --target new.img -o system.cow --cow-version 3 --compression lz4
+  cowctl inspect --verify-merge-sequence --decompress system.cow
+  cowctl verify --source old.img --cow system.cow --target new.img
+  cowctl apply --source base.img --cow system.cow --in-place       # offline merge, resumable after a crash
+  cowctl map --png system.png --source base.img system.cow         # blocks by op type and merge progress
+`)
 	fmt.Fprintln(w, "\nRun 'cowctl <command> --help' for the flags of a command.")
 }
 
