@@ -75,7 +75,7 @@ staticcheck:
 	@if [ -x $(STATICCHECK) ]; then $(STATICCHECK) ./...; \
 	else echo "staticcheck not installed (make deps installs it; make test runs deps first)"; exit 1; fi
 
-## bench: measure against references in the same run and write docs/BENCHMARKS.md
+## bench: measure against references in the same run and write docs/BENCHMARKS.md + docs/bench/*.png plots
 bench: build
 	$(GO) run ./bench -o docs/BENCHMARKS.md
 
