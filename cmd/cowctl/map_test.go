@@ -175,3 +175,40 @@ func TestMapLargeAndErrors(t *testing.T) {
 }
 
 func errorAs(err error, target **usageError) bool { return errors.As(err, target) }
+
+// TestMapFixtures maps the committed COW fixtures (AOSP's own cow_v2 among
+// them): every data op of a v2 COW covers one block, so the changed blocks
+// equal the data ops; the merged blocks equal num_merge_ops.
+func TestMapFixtures(t *testing.T) {
+	for _, name := range []string{"v2_legacy.cow", "v2_gz_seq.cow", "v3_lz4_64k.cow"} {
+		t.Run(name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if err := runMap(t.Context(), []string{"--json", filepath.Join("..", "..", "cow", "testdata", name)}, &out, &errb); err != nil {
+				t.Fatal(err)
+			}
+			var res blockMapResult
+			if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+				t.Fatal(err)
+			}
+			var changed, sum uint64
+			for typ, n := range res.Counts {
+				sum += n
+				if typ != "unchanged" {
+					changed += n
+				}
+			}
+			if sum != res.Blocks || len(res.Runs) == 0 {
+				t.Errorf("counts sum to %d of %d blocks, %d runs", sum, res.Blocks, len(res.Runs))
+			}
+			if strings.HasPrefix(name, "v2") && changed != uint64(res.TotalDataOps) {
+				t.Errorf("%d changed blocks, %d data ops", changed, res.TotalDataOps)
+			}
+			if !strings.HasPrefix(name, "v2") && changed < uint64(res.TotalDataOps) {
+				t.Errorf("%d changed blocks < %d data ops", changed, res.TotalDataOps)
+			}
+			if res.MergedBlocks != res.NumMergeOps && strings.HasPrefix(name, "v2") {
+				t.Errorf("merged blocks %d, num_merge_ops %d", res.MergedBlocks, res.NumMergeOps)
+			}
+		})
+	}
+}
