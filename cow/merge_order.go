@@ -24,7 +24,7 @@ func (r *Reader) prepMergeOps() error {
 		}
 	}
 
-	if r.hdr.MajorVersion == 3 {
+	if r.hdr.Version().FixedRegions() {
 		// GetSequenceData: the sequence region, then every op.
 		cnt := r.hdr.SequenceDataCount // bounded by the file size in parseV3
 		if cnt > 0 {
