@@ -2,12 +2,13 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vabc-go/vabc/internal/cli"
 )
 
 // buildTools builds ./cmd/... into a temporary directory.
@@ -88,7 +89,7 @@ func TestSameImage(t *testing.T) {
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{{"-frontend", "dm"}, {"-files", "1"}, {"extra"}, {"-nope"}} {
 		var out, errb bytes.Buffer
-		if err := run(t.Context(), args, &out, &errb); !errors.Is(err, errUsage) {
+		if err := run(t.Context(), args, &out, &errb); !cli.IsUsage(err) {
 			t.Errorf("run %q: %v, want a usage error", args, err)
 		}
 	}

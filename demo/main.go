@@ -22,31 +22,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/vabc-go/vabc/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "demo: FAILED:", err)
-		os.Exit(1)
-	}
-}
-
-var errUsage = errors.New("usage")
+func main() { cli.Main("demo", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -64,25 +47,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			"examples:\n  go run ./demo -bin bin\n  go run ./demo -bin bin -frontend emulated -files 40 -keep -work /tmp/demo\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "demo: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+	if done, err := cli.ParseFlags(fs, args, 0); done || err != nil {
+		return err
 	}
 	switch o.frontend {
 	case "auto", "fuse", "emulated":
 	default:
-		fmt.Fprintf(stderr, "demo: -frontend %q: want auto, fuse or emulated\n", o.frontend)
-		return errUsage
+		return cli.Usagef("-frontend %q: want auto, fuse or emulated", o.frontend)
 	}
 	if o.files < 4 {
-		fmt.Fprintln(stderr, "demo: -files must be ≥ 4")
-		return errUsage
+		return cli.Usagef("-files must be ≥ 4")
 	}
 	d, err := newDemo(o, stdout)
 	if err != nil {

@@ -77,7 +77,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	if err != nil {
-		return &usageError{msg: err.Error()}
+		return &usageError{Msg: err.Error()}
 	}
 	if len(pos) != 1 {
 		fs.Usage()

@@ -22,15 +22,6 @@ import (
 	"syscall"
 )
 
-// usageError marks errors that exit with status 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
-
 type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	summary string

@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"image"
 	"image/color"
@@ -13,6 +11,7 @@ import (
 	"os"
 
 	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/cli"
 )
 
 const mapHelp = `Draws the partition's blocks as a picture: one cell per block (or per group of
@@ -219,14 +218,11 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Uint64Var(&blocks, "blocks", 0, "partition size in blocks (instead of --source)")
 	fs.IntVar(&columns, "columns", 256, "cells per row of the picture")
 	fs.IntVar(&scale, "scale", 3, "pixels per cell side")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &usageError{msg: err.Error()}
+	if done, err := cli.ParseFlags(fs, args, cli.AnyArgs); done || err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
-		return usagef("want exactly one COW file, got %d arguments", fs.NArg())
+		return cli.Usagef("want exactly one COW file, got %d arguments", fs.NArg())
 	}
 	if srcPath != "" && blocks != 0 {
 		return usagef("--source and --blocks are exclusive")
