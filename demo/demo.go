@@ -520,7 +520,12 @@ func (d *demo) merge(ctx context.Context) error {
 	if _, err := d.tool(ctx, 4, "snapshotctl", "-socket", d.sock, "-interval", "20ms", "wait", partition); err != nil {
 		return fmt.Errorf("%w%s", err, d.daemon.logTail())
 	}
-	d.printf("daemon log: %s", d.daemon.logLine("merge complete"))
+	if l := d.daemon.logLine("merge complete"); l != "" {
+		if i := strings.Index(l, "msg="); i >= 0 {
+			l = l[i:] // drop the time= and level= fields
+		}
+		d.printf("snapuserd log: %s", l)
+	}
 	if err := d.stopDaemon(); err != nil {
 		return err
 	}
