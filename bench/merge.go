@@ -192,7 +192,15 @@ func benchMergeScenario(r *report, dir string, sc mergeScenario) error {
 	for mode := range res {
 		res[mode].dur = median(durs[mode])
 	}
-	base = nil
+	if sc.incremental {
+		defer func() {
+			if err := mergeProgressPlot(r, cowPath, basePath, cowImg, base, target, res[0].dur); err != nil {
+				r.printf("\n(merge progress plot: %v)\n", err)
+			}
+		}()
+	} else {
+		base = nil
+	}
 
 	// Reference: cp + sync of the same number of bytes.
 	refPath, copyPath := filepath.Join(dir, "ref.img"), filepath.Join(dir, "ref-copy.img")
@@ -305,4 +313,107 @@ func writeSynced(path string, data []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// mergeProgressPlot merges the scenario's files again while sampling
+// merge_percent (the durable num_merge_ops) every 2 ms: once uninterrupted,
+// once stopped at 25, 50 and 75 % of the uninterrupted time (context
+// cancelled, the engine dropped) and resumed each time by a new engine on
+// the same files, as a restarted daemon resumes from the on-disk merge state.
+// It plots both curves against wall time.
+func mergeProgressPlot(r *report, cowPath, basePath string, cowImg, base, target []byte, full time.Duration) error {
+	type sample = [2]float64
+	runMerge := func(stops []time.Duration) ([]sample, []float64, error) {
+		if err := writeSynced(cowPath, cowImg); err != nil {
+			return nil, nil, err
+		}
+		if err := writeSynced(basePath, base); err != nil {
+			return nil, nil, err
+		}
+		var pts []sample
+		var marks []float64
+		start := time.Now()
+		ms := func() float64 { return float64(time.Since(start).Microseconds()) / 1000 }
+		for round := 0; ; round++ {
+			rd, err := cow.Open(cowPath, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			cf, err := faultfs.Open(cowPath)
+			if err != nil {
+				rd.Close()
+				return nil, nil, err
+			}
+			bf, err := faultfs.Open(basePath)
+			if err != nil {
+				rd.Close()
+				cf.Close()
+				return nil, nil, err
+			}
+			e, err := merge.New(cf, bf, rd, nil)
+			if err != nil {
+				rd.Close()
+				cf.Close()
+				bf.Close()
+				return nil, nil, err
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			if round < len(stops) {
+				time.AfterFunc(stops[round]-time.Since(start), cancel)
+			}
+			done := make(chan error, 1)
+			go func() { done <- e.Run(ctx) }()
+			var runErr error
+			tick := time.NewTicker(2 * time.Millisecond)
+		sampling:
+			for {
+				select {
+				case runErr = <-done:
+					break sampling
+				case <-tick.C:
+					pts = append(pts, sample{ms(), e.Progress().Percent})
+				}
+			}
+			tick.Stop()
+			pts = append(pts, sample{ms(), e.Progress().Percent})
+			cancel()
+			rd.Close()
+			cf.Close()
+			bf.Close()
+			if runErr == nil {
+				break
+			}
+			if ctx.Err() == nil {
+				return nil, nil, runErr
+			}
+			marks = append(marks, ms())
+		}
+		got, err := os.ReadFile(basePath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !bytes.Equal(got, target) {
+			return nil, nil, fmt.Errorf("merged base differs from the target after %d stops", len(marks))
+		}
+		return pts, marks, nil
+	}
+	plain, _, err := runMerge(nil)
+	if err != nil {
+		return err
+	}
+	var stops []time.Duration
+	for _, f := range []float64{0.25, 0.5, 0.75} {
+		stops = append(stops, time.Duration(float64(full)*f))
+	}
+	stopped, marks, err := runMerge(stops)
+	if err != nil {
+		return err
+	}
+	r.plot("merge-progress", "merge progress over time, uninterrupted and stopped three times", func(path string) error {
+		return lineChart(path, "incremental merge: durable merge_percent over time", "MILLISECONDS", "MERGE %", 100, []series{
+			{name: "uninterrupted", points: plain},
+			{name: fmt.Sprintf("stopped %d times and resumed from the on-disk state (ticks)", len(marks)), points: stopped, marks: marks},
+		})
+	})
+	return nil
 }

@@ -187,6 +187,20 @@ func benchPayloadExtract(r *report) error {
 	if err != nil {
 		return err
 	}
+	// payload-dumper-go, the community extractor, when it is installed.
+	var pdg *m
+	pdgNote := "`payload-dumper-go` is not installed (it is not in Debian): no row for it."
+	if bin, err := exec.LookPath("payload-dumper-go"); err == nil {
+		start := time.Now()
+		c := exec.Command(bin, "-c", "2", "-o", filepath.Join(out, "payload-dumper-go"), pp)
+		c.Stdout, c.Stderr = io.Discard, io.Discard
+		if err := c.Run(); err != nil {
+			pdgNote = fmt.Sprintf("`payload-dumper-go -c 2` failed: %v.", err)
+		} else {
+			pdg = &m{time.Since(start), c.ProcessState.UserTime() + c.ProcessState.SystemTime()}
+			pdgNote = ""
+		}
+	}
 	st, _ := os.Stat(pp)
 	r.printf("\n## payload-extract\n\n")
 	r.printf("Full payload: one %d MiB partition of Linux executables/libraries, %d REPLACE_XZ ops of 2 MiB "+
@@ -203,5 +217,27 @@ func benchPayloadExtract(r *report) error {
 	row("`xz -dc -T2` (liblzma, reference)", 2, xz2)
 	row("`payload extract` (vabc)", 1, ours1)
 	row("`xz -dc -T1` (liblzma)", 1, xz1)
+	if pdg != nil {
+		row("`payload-dumper-go -c 2`", 2, *pdg)
+	} else {
+		r.printf("\n%s\n", pdgNote)
+	}
+	var bars []bar
+	for _, x := range []struct {
+		name string
+		d    m
+	}{{"payload extract, 2 threads", ours2}, {"xz -dc -T2", xz2}, {"payload extract, 1 thread", ours1}, {"xz -dc -T1", xz1}, {"payload-dumper-go -c 2", m{}}} {
+		if x.d.wall == 0 {
+			if pdg == nil {
+				continue
+			}
+			x.d = *pdg
+		}
+		bars = append(bars, bar{x.name + " (wall)", mib / x.d.wall.Seconds(), 0}, bar{x.name + " (CPU)", mib / x.d.cpu.Seconds(), 1})
+	}
+	r.plot("payload-extract", "payload extract against xz -dc", func(path string) error {
+		return barChart(path, fmt.Sprintf("full payload, %d MiB of REPLACE_XZ: MiB/s of image", benchPayloadSize>>20), "MIB/S", bars,
+			[]string{"per wall-clock second", "per CPU-second (user+system)"})
+	})
 	return nil
 }

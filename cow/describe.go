@@ -16,7 +16,7 @@ func (r *Reader) Describe(w io.Writer) error {
 	if h.HasScratch() {
 		p("%-10s %#10x %10d bytes\n", "scratch", h.ScratchOffset(), h.BufferSize)
 	}
-	if h.MajorVersion >= 3 {
+	if h.Version().FixedRegions() {
 		p("%-10s %#10x %10d bytes  %d entries\n", "sequence", h.SequenceOffset(), h.SequenceDataCount*4, h.SequenceDataCount)
 		p("%-10s %#10x %10d bytes  %d slots, resume_point_count %d\n", "resume", h.ResumeOffset(),
 			uint64(h.ResumePointMax)*ResumePointSize, h.ResumePointMax, h.ResumePointCount)

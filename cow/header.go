@@ -38,7 +38,7 @@ const (
 
 // HasScratch reports whether the image has a scratch region after the header
 // (major ≥ 2 and buffer_size > 0).
-func (h *Header) HasScratch() bool { return h.MajorVersion >= 2 && h.BufferSize > 0 }
+func (h *Header) HasScratch() bool { return h.Version().HasBufferSize() && h.BufferSize > 0 }
 
 // ScratchOffset is where the scratch region (and its BufferState byte) starts.
 func (h *Header) ScratchOffset() int64 { return int64(h.HeaderSize) }

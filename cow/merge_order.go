@@ -28,7 +28,7 @@ func (r *Reader) prepMergeOps() error {
 		blockKeys = append(blockKeys, uint64(nb)<<32|uint64(i))
 	}
 
-	if r.hdr.MajorVersion == 3 {
+	if r.hdr.Version().FixedRegions() {
 		// GetSequenceData: the sequence region, then every op.
 		cnt := r.hdr.SequenceDataCount // bounded by the file size in parseV3
 		if cnt > 0 {

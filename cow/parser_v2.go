@@ -56,7 +56,7 @@ func (r *Reader) parseV2() error {
 	if h.MinorVersion != 0 {
 		return formatErr(10, "unsupported minor_version", h.MinorVersion)
 	}
-	if h.MajorVersion < 2 {
+	if !h.Version().HasBufferSize() {
 		// v1 has no buffer_size field; a header_size > 34 must not make
 		// trailing bytes count as one (§2.1).
 		h.BufferSize = 0

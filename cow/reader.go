@@ -346,7 +346,7 @@ func (r *Reader) readData(idx int64, op *Op, buf []byte, ignoreBytes int) (int, 
 	case CompressionGz, CompressionBrotli:
 		// v2 always decompresses these, even at data_length == unit
 		// (AOSP bug 310191184); v3 stores raw iff data_length == unit.
-		raw = r.hdr.MajorVersion == 3 && dl == unit
+		raw = r.hdr.Version().RawAtUnitSize() && dl == unit
 	case CompressionLz4, CompressionZstd, CompressionSnappy, CompressionXz:
 		raw = dl == unit
 	default:

@@ -25,12 +25,12 @@ mkdir -p "$CACHE"
 flavour=${VABC_KERNEL:-}
 envname=current${flavour:+-$flavour}.env
 # e2e/run.sh passes VABC_FETCH_IF_MISSING=1: reuse the cached kernel without asking apt
-# (apt-cache takes seconds on a busy host). make deps (scripts/deps.sh) re-resolves.
+# (apt-cache takes seconds on a busy host). make deps-refresh (VABC_DEPS_REFRESH=1 scripts/deps.sh) re-resolves.
 if [ "${VABC_FETCH_IF_MISSING:-}" = 1 ] && [ -e "$CACHE/$envname" ]; then
 	# shellcheck disable=SC1090
 	. "$CACHE/$envname"
 	if [ -e "$VMLINUX" ] && [ -d "$KBUILD" ]; then
-		echo "fetch-kernel: using cached $KVER ($KVERSION); make deps checks for a newer one" >&2
+		echo "fetch-kernel: using cached $KVER ($KVERSION); make deps-refresh checks for a newer one" >&2
 		exit 0
 	fi
 fi

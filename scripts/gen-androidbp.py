@@ -57,4 +57,30 @@ for p in pkgs:
         lines.append(f'    testSrcs: ["{r}/*_test.go"],')
     lines.append("}")
     lines.append("")
+# The device daemon: the static arm64 (and x86_64, for the emulator) snapuserd
+# that `make android` puts in bin/linux-<arch>/, installed as /system/bin/snapuserd
+# in place of AOSP's (and into the ramdisks, for first-stage init). It is a Go
+# binary, not linked against bionic: no ELF dependency checks, no stripping.
+# docs/DEVICE.md explains how to use it.
+lines += [
+    "// Prebuilt device snapuserd from `make android` (docs/DEVICE.md): add vabc_snapuserd to",
+    "// PRODUCT_PACKAGES; it replaces AOSP's snapuserd in /system/bin and the ramdisks.",
+    "cc_prebuilt_binary {",
+    '    name: "vabc_snapuserd",',
+    '    stem: "snapuserd",',
+    '    overrides: ["snapuserd"],',
+    '    compile_multilib: "64",',
+    "    enabled: false,",
+    "    arch: {",
+    '        arm64: { enabled: true, srcs: ["bin/linux-arm64/snapuserd"] },',
+    '        x86_64: { enabled: true, srcs: ["bin/linux-amd64/snapuserd"] },',
+    "    },",
+    "    strip: { none: true },",
+    "    check_elf_files: false,",
+    "    ramdisk_available: true,",
+    "    vendor_ramdisk_available: true,",
+    "    recovery_available: true,",
+    "}",
+    "",
+]
 open("Android.bp", "w").write("\n".join(lines))

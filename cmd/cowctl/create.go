@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,14 +13,18 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/cow/create"
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/internal/progress"
 )
 
+// usageError marks errors that exit with status 2 (internal/cli, shared by
+// the tools).
+type usageError = cli.UsageError
+
+func usagef(format string, args ...any) error { return cli.Usagef(format, args...) }
+
 // isToolUsage reports whether err is a usage error (exit status 2).
-func isToolUsage(err error) bool {
-	var u *usageError
-	return errors.As(err, &u)
-}
+func isToolUsage(err error) bool { return cli.IsUsage(err) }
 
 // newFlagSet returns a flag set whose errors and help go to stderr.
 func newFlagSet(name, synopsis, help string, stderr io.Writer) *flag.FlagSet {
@@ -37,16 +39,7 @@ func newFlagSet(name, synopsis, help string, stderr io.Writer) *flag.FlagSet {
 
 // parseFlags parses args; --help prints the usage and reports done.
 func parseFlags(fs *flag.FlagSet, args []string) (done bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, &usageError{msg: err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return false, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return false, nil
+	return cli.ParseFlags(fs, args, 0)
 }
 
 // openImage opens a partition image read-only.
@@ -231,11 +224,7 @@ func (s summary) opsLine() string {
 	return strings.Join(parts, ", ")
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+func writeJSON(w io.Writer, v any) error { return cli.WriteJSON(w, v) }
 
 const createHelp = `Builds a COW that turns the source partition image into the target image
 (AOSP create_snapshot). Per target block: unchanged blocks need no op,

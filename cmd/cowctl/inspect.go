@@ -81,7 +81,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	if err != nil {
-		return &usageError{msg: err.Error()}
+		return &usageError{Msg: err.Error()}
 	}
 	if len(pos) != 1 {
 		fs.Usage()
@@ -209,7 +209,7 @@ func headerJSON(h cow.Header) jsonHeader {
 		FooterSize: h.FooterSize, OpSize: h.OpSize, BlockSize: h.BlockSize, ClusterOps: h.ClusterOps,
 		NumMergeOps: h.NumMergeOps, BufferSize: h.BufferSize,
 	}
-	if h.MajorVersion >= 3 {
+	if h.Version().FileWideCompression() {
 		alg := h.CompressionAlgorithm.String()
 		j.SequenceDataCount, j.ResumePointCount, j.ResumePointMax = &h.SequenceDataCount, &h.ResumePointCount, &h.ResumePointMax
 		j.OpCount, j.OpCountMax = &h.OpCount, &h.OpCountMax
@@ -315,7 +315,7 @@ func inspect(ctx context.Context, path string, f *inspectFlags, stdout, stderr i
 		fmt.Fprintf(stdout, "Block size: %d\n", h.BlockSize)
 		fmt.Fprintf(stdout, "Merge ops: %d\n", h.NumMergeOps)
 		fmt.Fprintf(stdout, "Readahead buffer: %d bytes\n", h.BufferSize)
-		if h.MajorVersion >= 3 {
+		if h.Version().FixedRegions() {
 			fmt.Fprintf(stdout, "Compression: %s\n", h.CompressionAlgorithm)
 			fmt.Fprintf(stdout, "Compression factor: %d\n", h.MaxCompressionSize)
 			fmt.Fprintf(stdout, "Op count: %d of %d\n", h.OpCount, h.OpCountMax)

@@ -1,7 +1,12 @@
-// Command cowctl inspects (and, in later versions, creates and applies)
+// Command cowctl inspects, creates, applies, verifies, estimates and maps
 // Android Virtual A/B COW images.
 //
 //	cowctl inspect [flags] COW
+//	cowctl create --source OLD.img --target NEW.img -o X.cow [flags]
+//	cowctl apply --source IMG --cow X.cow (-o NEW.img | --in-place) [flags]
+//	cowctl verify --source OLD.img --cow X.cow --target NEW.img
+//	cowctl estimate --source OLD.img --target NEW.img [flags]
+//	cowctl map [--png OUT.png] [--json] [--source IMG] COW
 //
 // Exit status: 0 on success, 1 on errors, 2 on usage errors.
 package main
@@ -18,15 +23,6 @@ import (
 	"syscall"
 )
 
-// usageError marks errors that exit with status 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
-
 type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	summary string
@@ -38,6 +34,7 @@ var commands = map[string]command{
 	"apply":    {runApply, "merge a COW into an image offline (-o NEW.img or --in-place, resumable)"},
 	"verify":   {runVerify, "check that source + COW reproduce the target image"},
 	"estimate": {runEstimate, "predict the COW size and op counts without writing"},
+	"map":      {runMap, "draw the partition's blocks by op type and merge progress (--png, --json runs)"},
 }
 
 // planned lists subcommands that exist in AOSP-style tooling but are not
@@ -55,6 +52,14 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
+	fmt.Fprint(w, `
+examples:
+  cowctl create --source old.img --target new.img -o system.cow --cow-version 3 --compression lz4
+  cowctl inspect --verify-merge-sequence --decompress system.cow
+  cowctl verify --source old.img --cow system.cow --target new.img
+  cowctl apply --source base.img --cow system.cow --in-place       # offline merge, resumable after a crash
+  cowctl map --png system.png --source base.img system.cow         # blocks by op type and merge progress
+`)
 	fmt.Fprintln(w, "\nRun 'cowctl <command> --help' for the flags of a command.")
 }
 

@@ -48,6 +48,14 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nPAYLOAD is payload.bin or an OTA zip with a stored payload.bin. Run 'payload COMMAND --help' for flags.")
+	fmt.Fprint(w, `
+examples:
+  payload generate --source old/ --target new/ -o payload.bin --key release.pem --vabc --cow-version 3
+  payload info payload.bin
+  payload verify --key release.pub.pem payload.bin
+  payload extract --old old/ -o out/ ota.zip                       # write out/<partition>.img
+  payload apply-cow --old old/ -o cows/ payload.bin                # write cows/<partition>.cow, as a device does
+`)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

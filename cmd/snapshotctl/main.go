@@ -94,6 +94,14 @@ func usage(w io.Writer) {
 		c := commands[n]
 		fmt.Fprintf(w, "  %-28s %s\n", strings.TrimSpace(n+" "+c.args), c.help)
 	}
+	fmt.Fprint(w, `
+examples:
+  snapshotctl -socket /tmp/snapuserd.sock init system system.cow base.img base.img
+  snapshotctl -socket /tmp/snapuserd.sock start system
+  snapshotctl -socket /tmp/snapuserd.sock merge system
+  snapshotctl -socket /tmp/snapuserd.sock wait system               # until snapshot-merge-complete
+  snapshotctl -socket /tmp/snapuserd.sock --json status system
+`)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -131,7 +131,13 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.verbose, "v", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: snapuserd [flags] [misc,cow,backing,base ...]\n\n"+
-			"Serves Android userspace snapshots (AOSP snapuserd compatible).\n\nflags:\n")
+			"Serves Android userspace snapshots (AOSP snapuserd compatible).\n\n"+
+			"examples:\n"+
+			"  snapuserd -socket /tmp/snapuserd.sock -fuse_mount /mnt/snap     # any Linux host; drive it with snapshotctl\n"+
+			"  snapuserd -socket snapuserd                                     # on a device: /dev/socket/snapuserd, /dev/dm-user\n"+
+			"  snapuserd -no_socket -fuse_mount /mnt/snap system,system.cow,base.img,base.img\n"+
+			"  snapuserd -socket_handoff                                       # snapuserd_proxy at the SELinux transition\n\n"+
+			"See docs/OPERATIONS.md for the control protocol, failure modes and recovery.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(normalize(args)); err != nil {

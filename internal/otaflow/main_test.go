@@ -334,3 +334,27 @@ func writeImages(t *testing.T, dir string, parts []partition) (oldDir, newDir st
 	}
 	return filepath.Join(dir, "old"), filepath.Join(dir, "new")
 }
+
+// TestHelpShowsExamples: the top-level --help of every binary exits 0 and
+// shows usage examples that name the binary.
+func TestHelpShowsExamples(t *testing.T) {
+	entries, err := os.ReadDir(binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < 4 {
+		t.Fatalf("%d binaries built from ./cmd/..., want at least cowctl, payload, snapuserd, snapshotctl", len(entries))
+	}
+	for _, e := range entries {
+		t.Run(e.Name(), func(t *testing.T) {
+			out, err := exec.Command(filepath.Join(binDir, e.Name()), "--help").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s --help: %v\n%s", e.Name(), err, out)
+			}
+			_, ex, ok := strings.Cut(string(out), "examples:\n")
+			if !ok || !strings.Contains(ex, "  "+e.Name()+" ") {
+				t.Errorf("%s --help shows no examples of %s:\n%s", e.Name(), e.Name(), out)
+			}
+		})
+	}
+}
