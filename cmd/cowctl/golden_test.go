@@ -10,7 +10,8 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+// update rewrites the generated test files (testdata/golden, testdata/hostile).
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden and testdata/hostile from the generators")
 
 // parseTime is the one line of inspect's text output that changes from run
 // to run.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/vabc-go/vabc/cow"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/hostile from the generators")
 
 const (
 	hostileDir   = "testdata/hostile"

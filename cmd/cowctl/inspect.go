@@ -186,13 +186,13 @@ func (o *opStream) add(op jsonOp) {
 		b = append(b, ',')
 	}
 	b = append(b, "\n    {\n      \"type\": "...)
-	b = strconv.AppendQuote(b, op.Type)
+	b = appendName(b, op.Type)
 	b = append(b, ",\n      \"new_block\": "...)
 	b = strconv.AppendUint(b, op.NewBlock, 10)
 	b = append(b, ",\n      \"source\": "...)
 	b = strconv.AppendUint(b, op.Source, 10)
 	b = append(b, ",\n      \"compression\": "...)
-	b = strconv.AppendQuote(b, op.Compression)
+	b = appendName(b, op.Compression)
 	b = append(b, ",\n      \"data_length\": "...)
 	b = strconv.AppendUint(b, uint64(op.DataLength), 10)
 	b = append(b, "\n    }"...)
@@ -201,6 +201,14 @@ func (o *opStream) add(op jsonOp) {
 		o.err = err
 	}
 	o.n++
+}
+
+// appendName appends s as a JSON string: op and compression names are
+// plain ASCII identifiers, nothing to escape.
+func appendName(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func headerJSON(h cow.Header) jsonHeader {
