@@ -65,9 +65,11 @@ type mergeJob struct {
 // snapshotMerge is the Snapshot's side of the merge: the files the engine
 // merges and the switch of the read path.
 type snapshotMerge struct {
-	// open returns the COW and base device opened for writing (set by
-	// OpenSnapshot or SetMergeFiles); nil means the snapshot cannot merge.
-	open func() (cowF, base faultfs.File, err error)
+	// open returns the COW and base device opened for writing and the
+	// source device opened for reading (nil: the base device is the source
+	// device), set by OpenSnapshot or SetMergeFiles; a nil open means the
+	// snapshot cannot merge.
+	open func() (cowF, base, backing faultfs.File, err error)
 
 	// gate orders the switch to the engine: reads on the pre-merge path
 	// hold it shared for their whole duration; PrepareMerge takes it
@@ -82,39 +84,45 @@ type snapshotMerge struct {
 var _ Merger = (*Snapshot)(nil)
 
 // SetMergeFiles lets a snapshot built with NewSnapshot merge into base,
-// reading its merge state from (and checkpointing into) cowF. cowF must hold
-// the same bytes the snapshot was parsed from, and base the bytes of both
-// the base and the source device (Virtual A/B merges in place: Copy and Xor
-// sources are blocks of the device being merged into).
-func (s *Snapshot) SetMergeFiles(cowF, base faultfs.File) {
-	s.mg.open = func() (faultfs.File, faultfs.File, error) { return cowF, base, nil }
+// reading its merge state from (and checkpointing into) cowF and the Copy
+// and Xor sources from backing, which must hold the bytes the snapshot's
+// source device holds (nil: base is also the source device, as when
+// libsnapshot passes <part>-base twice). cowF must hold the same bytes the
+// snapshot was parsed from. backing is only read.
+func (s *Snapshot) SetMergeFiles(cowF, base, backing faultfs.File) {
+	s.mg.open = func() (faultfs.File, faultfs.File, faultfs.File, error) { return cowF, base, backing, nil }
 }
 
 // openMergeFiles is the open function of OpenSnapshot: the COW and the base
-// device (base_path_merge) opened read-write. The merge reads the Copy and
-// Xor sources from the base device it writes (Virtual A/B merges in place;
-// libsnapshot passes the same device as backing and base), so a backing
-// device that is not the base device is refused rather than merged from the
-// wrong data.
-func openMergeFiles(cowPath, backingPath, basePath string) func() (faultfs.File, faultfs.File, error) {
-	return func() (faultfs.File, faultfs.File, error) {
+// device (base_path_merge) opened read-write, and the source device
+// (backing_device, <part>-src) opened read-only unless it is the base device
+// itself. As in AOSP the merge reads Copy and Xor sources from the source
+// device and writes only the base device.
+func openMergeFiles(cowPath, backingPath, basePath string) func() (faultfs.File, faultfs.File, faultfs.File, error) {
+	return func() (faultfs.File, faultfs.File, faultfs.File, error) {
 		same, err := sameDevice(backingPath, basePath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("snapuserd: merge: %w", err)
-		}
-		if !same {
-			return nil, nil, fmt.Errorf("snapuserd: merge needs the source device to be the base device (Virtual A/B merges in place): backing %s and base %s differ", backingPath, basePath)
+			return nil, nil, nil, fmt.Errorf("snapuserd: merge: %w", err)
 		}
 		cf, err := faultfs.Open(cowPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("snapuserd: opening the COW for merge: %w", err)
+			return nil, nil, nil, fmt.Errorf("snapuserd: opening the COW for merge: %w", err)
 		}
 		bf, err := faultfs.Open(basePath)
 		if err != nil {
 			cf.Close()
-			return nil, nil, fmt.Errorf("snapuserd: opening the base device for merge: %w", err)
+			return nil, nil, nil, fmt.Errorf("snapuserd: opening the base device for merge: %w", err)
 		}
-		return cf, bf, nil
+		if same {
+			return cf, bf, nil, nil
+		}
+		sf, err := faultfs.OpenFile(backingPath, os.O_RDONLY, 0)
+		if err != nil {
+			cf.Close()
+			bf.Close()
+			return nil, nil, nil, fmt.Errorf("snapuserd: opening the source device for merge: %w", err)
+		}
+		return cf, bf, sf, nil
 	}
 }
 
@@ -128,12 +136,25 @@ func (s *Snapshot) PrepareMerge(opts *merge.Options) (*merge.Engine, func() erro
 	if s.mg.prepared {
 		return nil, nil, fmt.Errorf("snapuserd: %s: merge already prepared", s.name)
 	}
-	cf, bf, err := s.mg.open()
+	cf, bf, sf, err := s.mg.open()
 	if err != nil {
 		return nil, nil, err
 	}
-	release := func() error { return errors.Join(cf.Close(), bf.Close()) }
-	eng, err := merge.New(cf, bf, s.r, opts)
+	release := func() error {
+		err := errors.Join(cf.Close(), bf.Close())
+		if sf != nil {
+			err = errors.Join(err, sf.Close())
+		}
+		return err
+	}
+	var o merge.Options
+	if opts != nil {
+		o = *opts
+	}
+	if sf != nil {
+		o.Backing = sf
+	}
+	eng, err := merge.New(cf, bf, s.r, &o)
 	if err != nil {
 		release()
 		return nil, nil, fmt.Errorf("snapuserd: %s: %w", s.name, err)

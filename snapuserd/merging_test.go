@@ -332,7 +332,7 @@ func TestMergeFailure(t *testing.T) {
 		if inj != nil {
 			b = faultfs.Wrap(baseF, inj)
 		}
-		s.SetMergeFiles(cowF, b)
+		s.SetMergeFiles(cowF, b, nil)
 		return s
 	}
 	fe := &snapuserd.EmulatedDmUser{Workers: 1}

@@ -425,7 +425,19 @@ func TestMergeSIGKILL(t *testing.T) {
 		if c.factor > 4096 && multiBlockOps(t, cowPath) == 0 {
 			t.Fatalf("seed %d %v: no multi-block Replace ops", seed, c)
 		}
-		if err := os.WriteFile(basePath, src, 0o644); err != nil {
+		// Every third seed: libsnapshot's usual stack, a separate source
+		// device (<part>-src) holding the old image and a base device
+		// with the old data only where the COW maps nothing.
+		backingPath := basePath
+		baseImg := src
+		if seed%3 == 2 {
+			backingPath = filepath.Join(dir, "system-src.img")
+			if err := os.WriteFile(backingPath, src, 0o444); err != nil {
+				t.Fatal(err)
+			}
+			baseImg = garbageAtDestinations(t, cowPath, src, uint64(seed))
+		}
+		if err := os.WriteFile(basePath, baseImg, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		k := newKTarget(int64(len(tgt)))
@@ -510,7 +522,7 @@ func TestMergeSIGKILL(t *testing.T) {
 				d.kill()
 				t.Fatalf("seed %d %v round %d: %s\ndaemon log:\n%s", seed, c, round, fmt.Sprintf(format, args...), d.stderr)
 			}
-			if _, err := cl.InitDmUserCow("system", cowPath, basePath, basePath); err != nil {
+			if _, err := cl.InitDmUserCow("system", cowPath, backingPath, basePath); err != nil {
 				fail("init: %v", err)
 			}
 			if err := cl.AttachDmUser("system"); err != nil {
@@ -637,6 +649,11 @@ func TestMergeSIGKILL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if backingPath != basePath {
+			if b, err := os.ReadFile(backingPath); err != nil || !bytes.Equal(b, src) {
+				t.Fatalf("seed %d %v: the source device changed (%v)", seed, c, err)
+			}
+		}
 		if !bytes.Equal(base, tgt) {
 			for b := 0; b < len(tgt)/4096; b++ {
 				if !bytes.Equal(base[b*4096:(b+1)*4096], tgt[b*4096:(b+1)*4096]) {
@@ -655,6 +672,24 @@ func TestMergeSIGKILL(t *testing.T) {
 	if kills < iters || partial < iters/3 {
 		t.Fatalf("only %d kills, %d mid-merge: the kill timing does not exercise the merge", kills, partial)
 	}
+}
+
+// garbageAtDestinations returns old with random bytes in every block the COW
+// at path writes.
+func garbageAtDestinations(t *testing.T, path string, old []byte, seed uint64) []byte {
+	r, err := cow.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(seed, 0xbad))
+	base := bytes.Clone(old)
+	for _, op := range r.MergeOrder() {
+		for i := op.NewBlock * 4096; i < min((op.NewBlock+op.Blocks())*4096, uint64(len(base))); i++ {
+			base[i] = byte(rng.Uint32())
+		}
+	}
+	return base
 }
 
 // multiBlockOps counts the Replace ops of a COW that cover several blocks.

@@ -26,6 +26,36 @@ var crashVariants = []struct {
 	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{}},
 	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150}},
 	{"v2-real-gz-aosp-window", genConfig{seed: 106, blocks: 1400, version: 2, scratch: true, real: true, comp: cow.CompressionGz}, Options{}},
+	// A separate source device (<part>-src) and a base that differs from it.
+	{"v3-real-lz4-backing", genConfig{seed: 107, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4, backing: true}, Options{WindowBlocks: 150}},
+	{"v2-no-scratch-backing", genConfig{seed: 108, blocks: 500, version: 2, backing: true}, Options{}},
+}
+
+// withBacking returns opts with a fresh source device of img (wrapped by
+// wrap, if set) and that device, for checking it was never written.
+func withBacking(img *image, opts Options, wrap func(faultfs.File) faultfs.File) (Options, *faultfs.MemFile) {
+	bk := img.backingFile()
+	if bk == nil {
+		return opts, nil
+	}
+	m := bk.(*faultfs.MemFile)
+	opts.Backing = bk
+	if wrap != nil {
+		opts.Backing = wrap(bk)
+	}
+	return opts, m
+}
+
+// checkBacking fails if the source device is not the old image any more or
+// saw a write.
+func checkBacking(t testing.TB, img *image, m *faultfs.MemFile) {
+	t.Helper()
+	if m == nil {
+		return
+	}
+	if m.Unsynced() != 0 || !bytes.Equal(m.Bytes(), img.backing) {
+		t.Fatal("the merge wrote the source device")
+	}
 }
 
 // TestFaultInjection fails the n-th file call for n = 0, 1, 2, … until a run
@@ -50,7 +80,7 @@ func TestFaultInjection(t *testing.T) {
 				cf, bf := img.files()
 				c := &faultfs.Counter{Inner: faultfs.OnIndex(n)}
 				g := &faultfs.Group{Inj: c}
-				opts := v.opts
+				opts, bk := withBacking(img, v.opts, g.Wrap)
 				e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, &opts)
 				if err == nil {
 					err = e.Run(context.Background())
@@ -58,6 +88,7 @@ func TestFaultInjection(t *testing.T) {
 						t.Fatalf("n=%d: status after failure %q", n, e.Progress().Status)
 					}
 				}
+				checkBacking(t, img, bk)
 				if c.Injected() == 0 {
 					if err != nil {
 						t.Fatalf("n=%d: uninjected run failed: %v", n, err)
@@ -75,12 +106,14 @@ func TestFaultInjection(t *testing.T) {
 				if _, err := Check(cf, int64(len(img.cowImg)), "test.cow", img.source); err != nil {
 					t.Fatalf("n=%d: Check: %v", n, err)
 				}
-				if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.source); !bytes.Equal(got, img.target) {
+				if got := img.resume(t, cf.Bytes(), bf.Bytes()); !bytes.Equal(got, img.target) {
 					t.Fatalf("n=%d: AOSP recovery from this state: %s", n, diffBlocks(got, img.target))
 				}
+				opts, bk = withBacking(img, v.opts, nil)
 				if _, err := runMerge(t, img, cf, bf, &opts); err != nil {
 					t.Fatalf("n=%d: resume: %v", n, err)
 				}
+				checkBacking(t, img, bk)
 				if d := diffBlocks(bf.Bytes(), img.target); d != "" {
 					t.Fatalf("n=%d: after resume: %s", n, d)
 				}
@@ -113,7 +146,7 @@ func TestPowerLoss(t *testing.T) {
 			cf, bf := img.files()
 			c := &faultfs.Counter{}
 			g := &faultfs.Group{Inj: c}
-			opts := v.opts
+			opts, _ := withBacking(img, v.opts, g.Wrap)
 			if _, err := runMerge(t, img, g.Wrap(cf), g.Wrap(bf), &opts); err != nil {
 				t.Fatal(err)
 			}
@@ -128,10 +161,12 @@ func TestPowerLoss(t *testing.T) {
 						inj = faultfs.FromIndex(rng.Int64N(total))
 					}
 					g := &faultfs.Group{Inj: inj}
+					opts, bk := withBacking(img, v.opts, g.Wrap)
 					e, err := New(g.Wrap(cf), g.Wrap(bf), img.source, &opts)
 					if err == nil {
 						err = e.Run(context.Background())
 					}
+					checkBacking(t, img, bk)
 					if err == nil {
 						break
 					}
@@ -145,7 +180,7 @@ func TestPowerLoss(t *testing.T) {
 					}
 					cf, bf = cf.CrashClone(cfg), bf.CrashClone(cfg)
 					checkMem(t, img, cf)
-					if got := referenceResume(t, cf.Bytes(), bf.Bytes(), img.source); !bytes.Equal(got, img.target) {
+					if got := img.resume(t, cf.Bytes(), bf.Bytes()); !bytes.Equal(got, img.target) {
 						t.Fatalf("seed %d round %d: AOSP recovery after power loss: %s", seed, round, diffBlocks(got, img.target))
 					}
 				}
@@ -169,7 +204,7 @@ func TestInteropCheckpoints(t *testing.T) {
 			hs := int(binary.LittleEndian.Uint16(img.cowImg[12:]))
 			var seen [4]int
 			lastMerged := uint64(0)
-			opts := v.opts
+			opts, bk := withBacking(img, v.opts, nil)
 			opts.OnCheckpoint = func(c Checkpoint) {
 				seen[c.Kind]++
 				p := cf.Bytes()
@@ -236,13 +271,14 @@ func TestInteropCheckpoints(t *testing.T) {
 					t.Fatalf("num_merge_ops %d not at an AOSP window boundary", nmo)
 				}
 				crash := func(m *faultfs.MemFile) []byte { return m.CrashClone(faultfs.CrashCloneConfig{}).Bytes() }
-				if got := referenceResume(t, crash(cf), crash(bf), img.source); !bytes.Equal(got, img.target) {
+				if got := img.resume(t, crash(cf), crash(bf)); !bytes.Equal(got, img.target) {
 					t.Fatalf("%v at %d: AOSP recovery: %s", c.Kind, nmo, diffBlocks(got, img.target))
 				}
 			}
 			if _, err := runMerge(t, img, cf, bf, &opts); err != nil {
 				t.Fatal(err)
 			}
+			checkBacking(t, img, bk)
 			t.Logf("checkpoints: %d persisted, %d window commits, %d replace commits", seen[WindowPersisted], seen[WindowCommitted], seen[ReplaceCommitted])
 			if v.gen.scratch && seen[WindowPersisted] != seen[WindowCommitted] {
 				t.Fatal("a window was committed without being persisted")

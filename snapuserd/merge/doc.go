@@ -4,6 +4,15 @@
 // mid-merge from vabc's daemon into AOSP's snapuserd or back
 // (spec snapuserd.md §5, cow-format.md §4.3–§5).
 //
+// Devices. The merge writes only the base device (base_path_merge, the
+// partition itself: the old data in place wherever the COW maps nothing) and
+// reads Copy and Xor sources from the source device (backing_device,
+// libsnapshot's <part>-src over the old slot's extents; Options.Backing),
+// which it never writes. Unmapped blocks and merged blocks are read from the
+// base device. Both devices may be views of the same physical blocks (the
+// usual Virtual A/B layout), or the source device may be the base device
+// itself; the engine assumes the worst: a merge write may destroy a source.
+//
 // Merge order. The COW reader's final merge order (cow-format.md §4.3) starts
 // with the ordered ops (Copy, Xor), which read the old image and must be
 // applied in that order, followed by Replace and Zero ops in ascending
@@ -13,7 +22,7 @@
 // Phase 1, ordered ops, window by window (a window is up to 510 ops, the
 // capacity of the scratch data area):
 //
-//	read the window's sources from the base device (runs of consecutive
+//	read the window's sources from the source device (runs of consecutive
 //	sources coalesced), apply XOR payloads          → window RA_READY
 //	write ScratchMetadata {new_block, file_offset} at header_size+1 and the
 //	data at header_size+8192+i*4096; fsync COW;
@@ -26,7 +35,7 @@
 // made durable but not (fully) committed: its entries must be exactly the next
 // ops in merge order from num_merge_ops; the window is replayed from the
 // scratch copy (idempotent). With state 0 or 1 the next window is read from
-// the base device again: its sources cannot have been overwritten yet.
+// the source device again: its sources cannot have been overwritten yet.
 //
 // Phase 2, Replace/Zero ops: runs of contiguous destination blocks of at most
 // 256 blocks (1 MiB) are decompressed and written with one write each; after
@@ -44,8 +53,9 @@
 // copy; New refuses such COWs (ErrUnsafe) unless Options.AllowUnsafeInPlace.
 //
 // New also checks the merge order itself: data op types, ordered ops first,
-// destinations and sources inside the base device, and no ordered op reading
-// a block an earlier op overwrote (the rule every window relies on).
+// destinations inside the base device, sources inside the source device, and
+// no ordered op reading a block an earlier op overwrote (the rule every window
+// relies on).
 //
 // io_uring (Options.IOUring): window writes go out as linked WRITE SQEs with
 // a drained FSYNC (queue depth 8); any io_uring error falls back to
@@ -65,7 +75,7 @@
 // Readers. While the merge runs, the daemon's read path asks the engine for
 // the current bytes of a target block (ReadBlock). Ordered ops are served per
 // window state as in AOSP's MERGE_GROUP_STATE: PENDING → from the sources on
-// the base device while holding a per-window reference that the merge thread
+// the source device while holding a per-window reference that the merge thread
 // drains before writing; RA_READY and IN_PROGRESS → from the read-ahead
 // buffer; COMPLETED → from the base device at the destination; FAILED → an
 // I/O error. Replace and Zero blocks are always produced from the COW, other

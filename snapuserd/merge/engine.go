@@ -32,6 +32,7 @@ var ErrFailed = errors.New("merge: merge failed")
 // Engine merges one COW into its base device.
 type Engine struct {
 	cowF, base faultfs.File
+	backing    faultfs.File // where Copy/Xor sources are read: Options.Backing or base
 	src        Source
 	opts       Options
 	logf       func(string, ...any)
@@ -127,9 +128,17 @@ func New(cowFile, base faultfs.File, src Source, opts *Options) (*Engine, error)
 		return nil, fmt.Errorf("merge: size of %s: %w", base.Name(), err)
 	}
 	e.baseBlocks = uint64(bsize) / uint64(e.bs)
+	e.backing = base
+	srcSize := bsize
+	if e.opts.Backing != nil {
+		e.backing = e.opts.Backing
+		if srcSize, err = e.backing.Size(); err != nil {
+			return nil, fmt.Errorf("merge: size of %s: %w", e.backing.Name(), err)
+		}
+	}
 
 	e.order = src.MergeOrder()
-	if err := e.validateOrder(bsize); err != nil {
+	if err := e.validateOrder(srcSize); err != nil {
 		return nil, err
 	}
 	e.winCap = DefaultWindowBlocks
@@ -229,8 +238,9 @@ func readState(f faultfs.File, s cow.ScratchLayout) (byte, error) {
 }
 
 // validateOrder checks every op can be merged: known data types, ordered ops
-// first, destinations and sources inside the base device.
-func (e *Engine) validateOrder(baseSize int64) error {
+// first, destinations inside the base device and sources inside the source
+// device (srcSize bytes).
+func (e *Engine) validateOrder(srcSize int64) error {
 	bad := func(i int, op *cow.Op, msg string) error {
 		return fmt.Errorf("merge: %s: merge-order op %d (%s): %s: %w", e.cowF.Name(), i, op, msg, ErrCorrupt)
 	}
@@ -268,12 +278,12 @@ func (e *Engine) validateOrder(baseSize int64) error {
 		}
 		switch op.Type {
 		case cow.OpCopy:
-			if op.Source >= e.baseBlocks {
-				return bad(i, op, fmt.Sprintf("source block past the end of %s", e.base.Name()))
+			if op.Source >= uint64(srcSize)/uint64(e.bs) {
+				return bad(i, op, fmt.Sprintf("source block past the end of %s (%d bytes)", e.backing.Name(), srcSize))
 			}
 		case cow.OpXor:
-			if op.Source > uint64(baseSize) || uint64(baseSize)-op.Source < uint64(e.bs) {
-				return bad(i, op, fmt.Sprintf("source bytes past the end of %s", e.base.Name()))
+			if op.Source > uint64(srcSize) || uint64(srcSize)-op.Source < uint64(e.bs) {
+				return bad(i, op, fmt.Sprintf("source bytes past the end of %s (%d bytes)", e.backing.Name(), srcSize))
 			}
 			if a, b, _ := e.srcBlocks(op); !e.hasScratch && !e.opts.AllowUnsafeInPlace && (op.NewBlock == a || op.NewBlock == b) {
 				return fmt.Errorf("merge: %s: merge-order op %d (%s) overwrites its own source and the COW has no scratch region "+
@@ -287,7 +297,7 @@ func (e *Engine) validateOrder(baseSize int64) error {
 	return nil
 }
 
-// srcOff is the byte offset an ordered op reads on the base device.
+// srcOff is the byte offset an ordered op reads on the source device.
 func (e *Engine) srcOff(op *cow.Op) int64 {
 	if op.Type == cow.OpXor {
 		return int64(op.Source)

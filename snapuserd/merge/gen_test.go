@@ -45,6 +45,11 @@ type image struct {
 	order   []cow.Op    // source.MergeOrder()
 	cowImg  []byte      // header + scratch region + (tail | real ops and data)
 	nOrd    int
+	// backing, if set, is the separate source device (the old image) the
+	// merge reads Copy/Xor sources from; base then holds the old image
+	// with garbage in every block the COW writes, resized by a few
+	// unmapped blocks (genConfig.backing).
+	backing []byte
 }
 
 type genConfig struct {
@@ -56,6 +61,10 @@ type genConfig struct {
 	// merges through cow.NewReader instead of the in-memory fake.
 	real bool
 	comp cow.Compression
+	// backing merges from a separate source device (Options.Backing)
+	// holding the old image, into a base that differs from it wherever
+	// the COW writes and that is larger than it.
+	backing bool
 }
 
 func fillRandom(rng *rand.Rand, p []byte) {
@@ -264,7 +273,47 @@ func generate(t testing.TB, c genConfig) *image {
 		img.source = src
 	}
 	img.order = img.source.MergeOrder()
+	if c.backing {
+		separateBacking(rng, img)
+	}
 	return img
+}
+
+// backingExtraBlocks is how much larger than the source device the base
+// device of a genConfig.backing image is (unmapped blocks: base content).
+const backingExtraBlocks = 7
+
+// separateBacking turns img into a merge from a separate source device: the
+// old image moves to img.backing; img.base keeps the old data only where
+// the COW maps nothing (where reads come from base, as on a device: base is
+// the partition itself), holds garbage in every destination block, and has
+// backingExtraBlocks more unmapped blocks, which the target keeps.
+func separateBacking(rng *rand.Rand, img *image) {
+	img.backing = img.base
+	nb := len(img.backing) / bs
+	base := make([]byte, (nb+backingExtraBlocks)*bs)
+	copy(base, img.backing)
+	fillRandom(rng, base[nb*bs:])
+	for _, op := range img.order {
+		fillRandom(rng, base[op.NewBlock*bs:(op.NewBlock+op.Blocks())*bs])
+	}
+	img.base = base
+	img.target = append(img.target, base[nb*bs:]...)
+}
+
+// backingFile returns a fresh source device for img's Options.Backing,
+// or nil (in place).
+func (img *image) backingFile() faultfs.File {
+	if img.backing == nil {
+		return nil
+	}
+	return faultfs.NewMemFile("backing.img", img.backing)
+}
+
+// resume is referenceResume for img (with its source device).
+func (img *image) resume(t testing.TB, cowImg, baseImg []byte) []byte {
+	t.Helper()
+	return referenceResumeFrom(t, cowImg, baseImg, img.backing, img.source)
 }
 
 // buildCOW writes the generated ops with the cow package's writers: sequence
@@ -380,6 +429,13 @@ func diffBlocks(got, want []byte) string {
 // cannot interpret is a test failure.
 func referenceResume(t testing.TB, cowImg, baseImg []byte, src Source) []byte {
 	t.Helper()
+	return referenceResumeFrom(t, cowImg, baseImg, nil, src)
+}
+
+// referenceResumeFrom is referenceResume with Copy/Xor sources read from a
+// separate source device (nil: from the base image as it is being merged).
+func referenceResumeFrom(t testing.TB, cowImg, baseImg, backing []byte, src Source) []byte {
+	t.Helper()
 	order := src.MergeOrder()
 	payload := func(op *cow.Op) []byte {
 		p := make([]byte, op.Blocks()*bs)
@@ -418,14 +474,18 @@ func referenceResume(t testing.TB, cowImg, baseImg []byte, src Source) []byte {
 			t.Fatalf("reference recovery: read_ahead_state %d", st)
 		}
 	}
+	from := backing
+	if from == nil {
+		from = img
+	}
 	for ; i < len(order); i++ {
 		op := &order[i]
 		d := img[op.NewBlock*bs : (op.NewBlock+op.Blocks())*bs]
 		switch op.Type {
 		case cow.OpCopy:
-			copy(d, img[op.Source*bs:(op.Source+1)*bs])
+			copy(d, from[op.Source*bs:(op.Source+1)*bs])
 		case cow.OpXor:
-			s := img[op.Source : op.Source+bs]
+			s := from[op.Source : op.Source+bs]
 			p := payload(op)
 			for j := range d {
 				d[j] = s[j] ^ p[j]

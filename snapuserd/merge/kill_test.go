@@ -27,7 +27,8 @@ const killChildEnv = "VABC_MERGE_KILL_CHILD"
 
 func killConfig(seed int) (genConfig, Options) {
 	c := genConfig{seed: uint64(1000 + seed), blocks: 900, version: 2 + seed%2, scratch: seed%5 != 4,
-		real: seed%4 < 2, comp: []cow.Compression{cow.CompressionLz4, cow.CompressionNone, cow.CompressionZstd}[seed%3]}
+		real: seed%4 < 2, comp: []cow.Compression{cow.CompressionLz4, cow.CompressionNone, cow.CompressionZstd}[seed%3],
+		backing: seed%3 == 2}
 	var o Options
 	if seed%3 == 1 {
 		o.WindowBlocks = 128
@@ -55,6 +56,14 @@ func TestKillChild(t *testing.T) {
 	bf, err := faultfs.Open(filepath.Join(dir, "base.img"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.backing { // a separate source device, opened read-only as the daemon does
+		sf, err := faultfs.OpenFile(filepath.Join(dir, "backing.img"), os.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sf.Close()
+		opts.Backing = sf
 	}
 	src := img.source
 	if c.real { // parse the COW file itself, as the daemon does
@@ -122,6 +131,12 @@ func TestSIGKILL(t *testing.T) {
 		}
 		if err := os.WriteFile(basePath, img.base, 0o644); err != nil {
 			t.Fatal(err)
+		}
+		backingPath := filepath.Join(dir, "backing.img")
+		if img.backing != nil {
+			if err := os.WriteFile(backingPath, img.backing, 0o444); err != nil {
+				t.Fatal(err)
+			}
 		}
 		rng := rand.New(rand.NewPCG(uint64(seed), 99))
 		seedKills := 0
@@ -201,7 +216,12 @@ func TestSIGKILL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("seed %d round %d: %v", seed, round, err)
 			}
-			if got := referenceResume(t, cowNow, baseNow, img.source); !bytes.Equal(got, img.target) {
+			if img.backing != nil {
+				if b, err := os.ReadFile(backingPath); err != nil || !bytes.Equal(b, img.backing) {
+					t.Fatalf("seed %d round %d: the source device changed (%v)", seed, round, err)
+				}
+			}
+			if got := img.resume(t, cowNow, baseNow); !bytes.Equal(got, img.target) {
 				t.Fatalf("seed %d round %d: AOSP recovery: %s", seed, round, diffBlocks(got, img.target))
 			}
 			if killed && (st.NumMergeOps > 0 || st.ReadAheadState == 2) && !st.Complete {

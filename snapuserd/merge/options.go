@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/faultfs"
 )
 
 // Source is what the engine needs from a parsed COW: the final merge order
@@ -43,6 +44,13 @@ type Options struct {
 	// without scratch. AOSP always uses the capacity; smaller windows are for
 	// tests.
 	WindowBlocks int
+	// Backing, if set, is the source device (init's backing_device,
+	// libsnapshot's <part>-src: the old slot's extents) that Copy and Xor
+	// sources are read from, as AOSP's read-ahead does; the engine never
+	// writes, syncs or truncates it. nil means the base device itself. The
+	// two may share physical blocks (<part>-src and <part>-base over the
+	// same super extents), so every in-place protection applies either way.
+	Backing faultfs.File
 	// Limiter, if set, bounds how many engines merge at once.
 	Limiter *Limiter
 	// Nice, if non-zero, is the nice value of the merge thread (Linux

@@ -31,7 +31,8 @@ func (e *Engine) runLen(k, end int, at func(int) int64, step int64) (int, int64)
 }
 
 // readSources fills buf (n blocks) with the target data of ops [start,
-// start+n): sources read from base in coalesced runs, XOR applied.
+// start+n): sources read from the source device in coalesced runs, XOR
+// applied.
 func (e *Engine) readSources(start, n int, buf []byte) error {
 	bs := e.bs
 	at := func(i int) int64 { return e.srcOff(&e.order[i]) }
@@ -44,7 +45,7 @@ func (e *Engine) readSources(start, n int, buf []byte) error {
 		}
 		dst := buf[int64(k-start)*bs : int64(k-start+run)*bs]
 		if dir > 0 {
-			if err := faultfs.ReadFull(e.base, dst, lo); err != nil {
+			if err := faultfs.ReadFull(e.backing, dst, lo); err != nil {
 				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
 			}
 		} else {
@@ -52,7 +53,7 @@ func (e *Engine) readSources(start, n int, buf []byte) error {
 				tmp = make([]byte, len(dst))
 			}
 			t := tmp[:len(dst)]
-			if err := faultfs.ReadFull(e.base, t, lo); err != nil {
+			if err := faultfs.ReadFull(e.backing, t, lo); err != nil {
 				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
 			}
 			for j := 0; j < run; j++ {
