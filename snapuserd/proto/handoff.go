@@ -108,6 +108,9 @@ func ReceiveHandoff(ctx context.Context, proxyPath string) (net.Listener, error)
 		}
 	}
 	defer conn.Close()
+	if err := checkProxyPeer(conn); err != nil {
+		return nil, err
+	}
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
@@ -136,4 +139,28 @@ func ReceiveHandoff(ctx context.Context, proxyPath string) (net.Listener, error)
 		return nil, fmt.Errorf("snapuserd: ack: %w", err)
 	}
 	return ln, nil
+}
+
+// checkProxyPeer admits only a proxy running as root or as our own user
+// (SO_PEERCRED of the proxy connection): any other process able to create
+// the proxy socket must not hand the daemon a control socket of its own.
+func checkProxyPeer(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("snapuserd: proxy credentials: %w", cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("snapuserd: hand-off refused: proxy runs as uid %d (pid %d), want root or uid %d", cred.Uid, cred.Pid, os.Geteuid())
+	}
+	return nil
 }
