@@ -39,7 +39,7 @@ head -c "${VABC_OTA_NEW_KIB:-4096}K" /dev/urandom >"$T/new/bin/new.bin"
 mkdir -p "$OUT/img/old" "$OUT/img/new"
 SYS_MIB=12
 for t in old new; do
-	mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -U clear -d "$T/$t" "$OUT/img/$t/system.img" ${SYS_MIB}M
+	mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -U clear -d "$T/$t" "$OUT/img/$t/system.img" ${SYS_MIB}M >/dev/null
 done
 "$OUT/bin/payload" generate --old "$OUT/img/old" --new "$OUT/img/new" --vabc --cow-version 3 --vabc-compression lz4 \
 	-o "$OUT/stage/ota/payload.bin" >"$OUT/generate.log" 2>&1 || { cat "$OUT/generate.log" >&2; echo "RESULT ota FAIL payload generate failed"; exit 1; }
@@ -59,8 +59,8 @@ cp "$base_initrd" "$OUT/initramfs.cpio"
 cp "$OUT/img/old/system.img" "$OUT/super.img"
 mkdir -p "$T/meta/vabc"
 echo "system /dev/vda 0 $((sys_bytes / 512))" >"$T/meta/vabc/partitions"
-mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -d "$T/meta" "$OUT/metadata.img" 16M
-mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 "$OUT/userdata.img" 48M
+mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -d "$T/meta" "$OUT/metadata.img" 16M >/dev/null
+mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 "$OUT/userdata.img" 48M >/dev/null
 truncate -s 64K "$OUT/misc.img"
 say "ota images in $(($(date +%s) - t0))s (payload $(($(stat -c %s "$OUT/stage/ota/payload.bin") >> 10)) KiB, new sha256 ${new_sha:0:16}…)"
 
