@@ -6,7 +6,8 @@
 #   bash e2e/ota.sh BASE_INITRAMFS VMLINUX [scenario ...]     (default: all three)
 #
 # Env: VABC_POWERCUT_SEED (default: from the clock), VABC_POWERCUT_CUTS (default 5;
-#      VABC_SOAK=1 makes it 20), VM_MEM.
+#      VABC_SOAK=1 makes it 20), VM_MEM, VABC_OTA_REUSE=1 (keep the images and payload of
+#      the previous run: debugging only).
 # Prints RESULT <scenario> PASS|FAIL and POWERCUT <seed> <merge percent at cut> lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,14 @@ shift 2
 scen=ota,power-cut,rollback
 if [ $# -gt 0 ]; then scen=$(IFS=,; echo "$*"); fi
 OUT=$PWD/e2e/out/ota
-rm -rf "$OUT" && mkdir -p "$OUT/bin" "$OUT/stage/bin" "$OUT/stage/ota"
+reuse=0
+if [ "${VABC_OTA_REUSE:-0}" = 1 ] && [ -s "$OUT/stage/ota/payload.bin" ]; then
+	reuse=1
+	rm -rf "$OUT"/{install,ota,power-cut-*,rollback}
+else
+	rm -rf "$OUT"
+fi
+mkdir -p "$OUT/bin" "$OUT/stage/bin" "$OUT/stage/ota"
 say() { echo "vm-test: $*" >&2; }
 t0=$(date +%s)
 
@@ -24,6 +32,7 @@ for c in vabc-init snapuserd payload; do
 done
 CGO_ENABLED=0 go build -trimpath -o "$OUT/bin/otahost" ./e2e/otahost
 
+if [ "$reuse" = 0 ]; then
 # Two small ext4 system images: the new one patches a binary in place, renames a library,
 # changes the version and adds a file (the merge then copies, overwrites and adds blocks).
 T=$OUT/trees
@@ -43,6 +52,7 @@ for t in old new; do
 done
 "$OUT/bin/payload" generate --old "$OUT/img/old" --new "$OUT/img/new" --vabc --cow-version 3 --vabc-compression lz4 \
 	-o "$OUT/stage/ota/payload.bin" >"$OUT/generate.log" 2>&1 || { cat "$OUT/generate.log" >&2; echo "RESULT ota FAIL payload generate failed"; exit 1; }
+fi
 old_sha=$(sha256sum "$OUT/img/old/system.img" | cut -c1-64)
 new_sha=$(sha256sum "$OUT/img/new/system.img" | cut -c1-64)
 sys_bytes=$(stat -c %s "$OUT/img/old/system.img")
@@ -57,11 +67,12 @@ cp "$base_initrd" "$OUT/initramfs.cpio"
 # Disks: super = the old image at sector 0 (in-place layout: system_a and system_b share
 # it), metadata (ext4, the profile partition table), userdata (ext4, COW images), misc.
 cp "$OUT/img/old/system.img" "$OUT/super.img"
+T=$OUT/trees
 mkdir -p "$T/meta/vabc"
 echo "system /dev/vda 0 $((sys_bytes / 512))" >"$T/meta/vabc/partitions"
 mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 -d "$T/meta" "$OUT/metadata.img" 16M >/dev/null
 mkfs.ext4 -q -F -b 4096 -E root_owner=0:0 "$OUT/userdata.img" 48M >/dev/null
-truncate -s 64K "$OUT/misc.img"
+rm -f "$OUT/misc.img" && truncate -s 64K "$OUT/misc.img"
 say "ota images in $(($(date +%s) - t0))s (payload $(($(stat -c %s "$OUT/stage/ota/payload.bin") >> 10)) KiB, new sha256 ${new_sha:0:16}…)"
 
 cuts=${VABC_POWERCUT_CUTS:-5}
