@@ -63,6 +63,9 @@ const (
 	propDir      = "/dev/__properties__"
 	snapuserdBin = "/bin/snapuserd"
 	payloadBin   = "/bin/payload"
+	// waitLimit replaces AOSP's 10 s waits for daemons and device nodes:
+	// TCG on a host shared with other jobs starts a Go binary in seconds.
+	waitLimit = 90 * time.Second
 )
 
 func main() {
@@ -164,9 +167,9 @@ func run() error {
 		return err
 	}
 	defer c.Close()
-	b := &stack.Builder{C: c, Log: log}
+	b := &stack.Builder{C: c, Log: log, Timeout: waitLimit}
 	fcfg := &firststage.Config{Dir: d, Suffix: suffix, Table: table, ImageDir: imageDir, B: b, Snapuserd: snapuserdBin,
-		Socket: socketPath, Log: log, DaemonOut: os.Stdout}
+		Socket: socketPath, Log: log, DaemonOut: os.Stdout, Timeout: waitLimit}
 	res, err := firststage.Mount(ctx, fcfg)
 	if err != nil {
 		return fmt.Errorf("first stage: %w", err)
@@ -206,7 +209,7 @@ func run() error {
 	// update_verifier: ask snapuserd to verify, then mark the boot successful.
 	if ok, _ := misc.IsSuccessful(slot); !ok {
 		if sock != "" {
-			cl, err := client.Connect(ctx, sock, 10*time.Second)
+			cl, err := client.Connect(ctx, sock, waitLimit)
 			if err != nil {
 				return err
 			}
@@ -286,7 +289,7 @@ func handoff(ctx context.Context) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- proxy.Wait() }()
-	if err := stack.WaitPath(ctx, socketPath+"_proxy", 10*time.Second); err != nil {
+	if err := stack.WaitPath(ctx, socketPath+"_proxy", waitLimit); err != nil {
 		return err
 	}
 	os.WriteFile(filepath.Join(propDir, "snapuserd.proxy_ready"), []byte("true"), 0o644)
@@ -295,11 +298,11 @@ func handoff(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("snapuserd_proxy: %w", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(waitLimit):
 		proxy.Process.Kill()
-		return errors.New("snapuserd_proxy did not finish the hand-off in 15 s")
+		return fmt.Errorf("snapuserd_proxy did not finish the hand-off in %s", waitLimit)
 	}
-	cl, err := client.Connect(ctx, socketPath, 10*time.Second)
+	cl, err := client.Connect(ctx, socketPath, waitLimit)
 	if err != nil {
 		return fmt.Errorf("handed-off control socket: %w", err)
 	}

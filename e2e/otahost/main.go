@@ -89,6 +89,9 @@ type vm struct {
 	name  string
 	dir   string
 	boots int
+	// cutDelay: a power cut lands this long after kill said so (a random
+	// moment inside the merge window the guest just reported).
+	cutDelay time.Duration
 }
 
 // newVM copies the disks of from (a directory) into a fresh scenario dir.
@@ -228,8 +231,15 @@ func (v *vm) boot(extra string, kill func(string) bool) (*bootLog, error) {
 		if strings.HasPrefix(line, "VABC-") {
 			b.lines = append(b.lines, line)
 			if kill != nil && !b.killed && kill(line) {
-				cmd.Process.Signal(syscall.SIGKILL)
 				b.killed = true
+				if v.cutDelay > 0 {
+					time.AfterFunc(v.cutDelay, func() { cmd.Process.Signal(syscall.SIGKILL) })
+				} else {
+					cmd.Process.Signal(syscall.SIGKILL)
+				}
+			}
+			if kill != nil && b.killed {
+				kill(line) // keeps seeing progress until the cut lands
 			}
 		}
 	}
@@ -398,6 +408,7 @@ func scenarioPowerCut() error {
 				target = lo + rng.Float64()*(hi-lo)
 			}
 			last := -1.0
+			v.cutDelay = time.Duration(rng.IntN(250)) * time.Millisecond
 			b, err := v.boot("", func(l string) bool {
 				if p, ok := strings.CutPrefix(l, "VABC-MERGE "); ok {
 					if f, err := strconv.ParseFloat(strings.TrimSpace(p), 64); err == nil {
@@ -423,6 +434,10 @@ func scenarioPowerCut() error {
 				if got := systems(b); len(got) == 0 || got[0] != *newSHA {
 					return fmt.Errorf("boot %d: the snapshot does not show the new build: %v (see %s)", v.boots, got, b.path)
 				}
+			}
+			if b.killed && b.find("VABC-DONE") != "" {
+				// The delayed cut came after the boot had finished.
+				b.killed = false
 			}
 			if b.killed {
 				fmt.Printf("POWERCUT %d %.1f\n", *seed, last)

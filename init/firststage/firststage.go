@@ -72,6 +72,16 @@ type Config struct {
 	Log       *slog.Logger
 	// DaemonOut receives the daemons' stderr (nil: discarded).
 	DaemonOut *os.File
+	// Timeout bounds each wait for the daemons (connect, daemon-alive
+	// indicator); 0 is AOSP's 10 s.
+	Timeout time.Duration
+}
+
+func (cfg *Config) timeout() time.Duration {
+	if cfg.Timeout > 0 {
+		return cfg.Timeout
+	}
+	return 10 * time.Second
 }
 
 // Result is what Mount built.
@@ -225,7 +235,7 @@ func launchFirstStage(ctx context.Context, cfg *Config) (*client.Client, *exec.C
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("first stage: start %s: %w", cfg.Snapuserd, err)
 	}
-	cl, err := client.Connect(ctx, cfg.Socket, 10*time.Second)
+	cl, err := client.Connect(ctx, cfg.Socket, cfg.timeout())
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -301,7 +311,7 @@ func Transition(ctx context.Context, cfg *Config, res *Result, probe string) (*e
 	}
 	cfg.logf("second-stage snapuserd started", "pid", cmd.Process.Pid, "args", args)
 	alive := cfg.Dir.Path + "/" + state.DaemonAliveIndicator
-	if err := stack.WaitPath(ctx, alive, 10*time.Second); err != nil {
+	if err := stack.WaitPath(ctx, alive, cfg.timeout()); err != nil {
 		return cmd, fmt.Errorf("transition: %w", err)
 	}
 	if probe != "" {

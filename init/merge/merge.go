@@ -87,7 +87,7 @@ func (c *Config) connect(ctx context.Context) (*client.Client, error) {
 	if c.Socket == "" {
 		return nil, errors.New("merge: no snapuserd running")
 	}
-	return client.TryConnect(ctx, c.Socket, 5*time.Second)
+	return client.TryConnect(ctx, c.Socket, 30*time.Second)
 }
 
 // snapshots lists the snapshots of the current slot.

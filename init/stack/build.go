@@ -29,6 +29,15 @@ var (
 type Builder struct {
 	C   *dm.Control
 	Log *slog.Logger
+	// Timeout bounds waits for device nodes; 0 is AOSP's 10 s.
+	Timeout time.Duration
+}
+
+func (b *Builder) timeout() time.Duration {
+	if b.Timeout > 0 {
+		return b.Timeout
+	}
+	return 10 * time.Second
 }
 
 func (b *Builder) logf(msg string, args ...any) {
@@ -153,7 +162,7 @@ func (b *Builder) MapSnapshot(ctx context.Context, s Snapshot) (m *Mapped, err e
 		return nil, err
 	}
 	undo = append(undo, rm(s.Name))
-	if err := WaitPath(ctx, filepath.Join(DmUserDir, s.Misc), 10*time.Second); err != nil {
+	if err := WaitPath(ctx, filepath.Join(DmUserDir, s.Misc), b.timeout()); err != nil {
 		return nil, err
 	}
 	b.logf("snapshot stack mapped", "partition", s.Name, "dev", m.Dev, "base", m.Base, "src", m.Src, "cow", m.Cow, "misc", s.Misc)
@@ -166,11 +175,17 @@ func (b *Builder) Retarget(ctx context.Context, name string, sectors uint64, mis
 	if err := b.C.Reload(name, []dm.Target{dm.User(0, sectors, misc)}); err != nil {
 		return fmt.Errorf("reload %s to misc %s: %w", name, misc, err)
 	}
-	return WaitPath(ctx, filepath.Join(DmUserDir, misc), 10*time.Second)
+	return WaitPath(ctx, filepath.Join(DmUserDir, misc), b.timeout())
 }
+
+// errNoDM: a Builder without device-mapper (host tools, tests) has no devices.
+var errNoDM = errors.New("stack: no device-mapper control")
 
 // IsUser reports whether name's live table is one dm-user target.
 func (b *Builder) IsUser(name string) (bool, error) {
+	if b.C == nil {
+		return false, errNoDM
+	}
 	ts, err := b.C.Table(name)
 	if err != nil {
 		return false, err
@@ -195,6 +210,9 @@ func (b *Builder) Collapse(name string, p Partition, sectors uint64) error {
 // RemoveRetry removes a dm device, retrying for up to 4 s while it is busy;
 // a device that does not exist is success.
 func (b *Builder) RemoveRetry(name string) error {
+	if b.C == nil {
+		return nil
+	}
 	deadline := time.Now().Add(4 * time.Second)
 	for {
 		err := b.C.Remove(name, false)
