@@ -147,7 +147,7 @@ func InitiateMerge(ctx context.Context, c *Config) error {
 	}
 	var first, all []state.SnapshotStatus
 	for _, n := range names {
-		if _, err := c.B.C.Info(n); err != nil {
+		if err := c.B.Exists(n); err != nil {
 			return fmt.Errorf("merge: snapshot %s has no device: %w", n, err)
 		}
 		s, err := c.Dir.ReadSnapshot(n)

@@ -181,6 +181,15 @@ func (b *Builder) Retarget(ctx context.Context, name string, sectors uint64, mis
 // errNoDM: a Builder without device-mapper (host tools, tests) has no devices.
 var errNoDM = errors.New("stack: no device-mapper control")
 
+// Exists reports whether the dm device name exists.
+func (b *Builder) Exists(name string) error {
+	if b.C == nil {
+		return errNoDM
+	}
+	_, err := b.C.Info(name)
+	return err
+}
+
 // IsUser reports whether name's live table is one dm-user target.
 func (b *Builder) IsUser(name string) (bool, error) {
 	if b.C == nil {
