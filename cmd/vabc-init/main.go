@@ -181,10 +181,12 @@ func run() error {
 	var second *exec.Cmd
 	if len(res.Snapshots) > 0 {
 		tt := time.Now()
+		live := liveReads(sys)
 		if second, err = firststage.Transition(ctx, fcfg, res, sys); err != nil {
 			return err
 		}
 		say("VABC-TRANSITION daemon=%d secs=%.2f", second.Process.Pid, time.Since(tt).Seconds())
+		say("VABC-LIVEIO %s", live())
 		go second.Wait()
 	}
 
@@ -250,6 +252,37 @@ func run() error {
 		}
 	}
 	return finalState(d, misc, slot)
+}
+
+// liveReads hashes dev over and over from now until the returned function
+// is called (then the pass in flight finishes): I/O across the transition's
+// table reloads and daemon switch. The report gives the passes, their
+// common hash (or "differ") and the read errors.
+func liveReads(dev string) func() string {
+	stop := make(chan struct{})
+	done := make(chan string, 1)
+	go func() {
+		passes, errs, sum := 0, 0, ""
+		for {
+			h, _, err := hashDevice(dev)
+			switch {
+			case err != nil:
+				errs++
+			case sum == "" || sum == h:
+				sum = h
+			default:
+				sum = "differ"
+			}
+			passes++
+			select {
+			case <-stop:
+				done <- fmt.Sprintf("passes=%d errors=%d sha256=%s", passes, errs, sum)
+				return
+			default:
+			}
+		}
+	}()
+	return func() string { close(stop); return <-done }
 }
 
 // report hashes the system partition and reads its version file.

@@ -371,6 +371,10 @@ func scenarioOTA() error {
 	if err := expect(b, "VABC-BOOT", "slot", "_b", "class", "Target", "snapshots", "1", "state", "Unverified"); err != nil {
 		return err
 	}
+	// Reads running through the table reloads and the daemon switch.
+	if err := expect(b, "VABC-LIVEIO", "errors", "0", "sha256", *newSHA); err != nil {
+		return err
+	}
 	for _, p := range []string{"VABC-TRANSITION", "VABC-HANDOFF", "VABC-MERGED"} {
 		if b.find(p) == "" {
 			return fmt.Errorf("boot 2: no %s line (see %s)", p, b.path)
