@@ -22,6 +22,12 @@
 // proxy_ready once snapuserd_proxy's socket accepts, ready once the
 // handed-off control socket answers query.
 //
+// Deviations from AOSP, all forced by the VM profile: first stage mounts
+// /data (the COW images are loop-attached files, not libfiemap extents); the
+// install reports SNAPSHOTTED to boot control after apply-cow wrote the
+// Unverified state (AOSP reports it just before that write); waits for
+// daemons and device nodes are 90 s instead of 10 s (TCG on a shared host).
+//
 // Run as anything but PID 1 it refuses to start.
 package main
 
