@@ -16,6 +16,19 @@
 // serves a partially merged COW from the header (num_merge_ops) and the
 // scratch region until initiate_merge arrives again.
 //
+// Devices: Copy/Xor sources come from the source device (init's
+// backing_device, libsnapshot's <part>-src), which is never written;
+// unmapped and merged blocks come from the base device (base_path_merge),
+// the only device the merge writes.
+//
+// Verification (verify.go, §8): one background read of each handler's
+// device, started at handler start by the second-stage daemon or by the
+// first update-verify, which waits for it at most Config.VerifyTimeout.
+//
+// Trust (peer_linux.go, proto/peer.go): misc names must be plain names; a
+// non-root client's init paths are opened with that client's credentials
+// and the handler is pinned to the files so opened.
+//
 // Ownership: the Manager's mu guards its handler map; each handler's serving
 // goroutine is started by StartHandler, cancelled by DeleteHandler or
 // Shutdown, and waited for by both. A merge goroutine is started by

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/vabc-go/vabc/snapuserd/merge"
 	"github.com/vabc-go/vabc/snapuserd/proto"
@@ -30,6 +32,16 @@ type Config struct {
 	Logger   *slog.Logger
 	// Merge tunes the merges started by initiate_merge (merging.go).
 	Merge MergeConfig
+	// VerifyOnStart starts each handler's update verification when it is
+	// started (the second-stage boot daemon; AOSP skips -init handlers and
+	// handlers resuming a merge), instead of on the first update-verify.
+	VerifyOnStart bool
+	// VerifyDevice, if set, names the device update-verify reads with
+	// O_DIRECT for a misc name (the dm-verity device over the partition);
+	// "" or nil: the handler's own read path.
+	VerifyDevice func(misc string) string
+	// VerifyTimeout bounds update-verify's wait (DefaultVerifyTimeout).
+	VerifyTimeout time.Duration
 	// StopCancels makes Stop end every handler itself. Set it for frontends
 	// whose exports never end on their own (FUSE); with dm-user, Stop waits
 	// for the kernel to remove the devices, as AOSP does.
@@ -53,8 +65,9 @@ type Manager struct {
 	terminating bool
 	paused      bool
 
-	limiter      *merge.Limiter // bounds concurrent merges (num_merge_threads)
-	mergeThreads int
+	limiter        *merge.Limiter // bounds concurrent merges (num_merge_threads)
+	mergeThreads   int
+	mergesComplete int // guarded by mu: merges finished by this daemon (num_partitions_merge_complete_)
 }
 
 // handler is one snapshot. Fields are guarded by Manager.mu except dev and
@@ -70,8 +83,11 @@ type handler struct {
 	serveErr error
 	job      *mergeJob // set by initiate_merge (merging.go)
 
-	verifyOnce sync.Once
-	verifyErr  error
+	verify *verifyJob // update-verify's read of the device (verify.go)
+
+	// pinned are the files a non-root client's init was opened through
+	// (openAsPeer); req names them by /proc/self/fd. Closed by release.
+	pinned []*os.File
 }
 
 var _ proto.Daemon = (*Manager)(nil)
@@ -99,20 +115,34 @@ func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
 	if req.Legacy {
 		return 0, ErrLegacy
 	}
-	if req.Misc == "" {
-		return 0, errors.New("snapuserd: empty misc name")
+	// The name becomes a path component (/dev/dm-user/<misc>, the FUSE
+	// mount): ../victim must not name another file.
+	if err := proto.CheckMiscName(req.Misc); err != nil {
+		return 0, err
+	}
+	var pinned []*os.File
+	if req.Peer != nil {
+		orig := req
+		var err error
+		if pinned, req, err = openAsPeer(req.Peer, req); err != nil {
+			return 0, err
+		}
+		m.log.Info("init paths opened with the client's access rights", "misc", req.Misc, "peer", req.Peer.String(),
+			"cow", orig.Cow, "backing", orig.Backing, "base", orig.BasePath)
 	}
 	m.mu.Lock()
 	if _, ok := m.handlers[req.Misc]; ok {
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, fmt.Errorf("snapuserd: handler %s already exists", req.Misc)
 	}
 	if m.terminating {
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, errors.New("snapuserd: daemon is terminating")
 	}
 	// Reserve the name so a concurrent init of the same name fails.
-	h := &handler{misc: req.Misc, req: req, done: make(chan struct{})}
+	h := &handler{misc: req.Misc, req: req, done: make(chan struct{}), pinned: pinned}
 	m.handlers[req.Misc] = h
 	m.mu.Unlock()
 
@@ -120,6 +150,7 @@ func (m *Manager) InitHandler(req proto.InitRequest) (uint64, error) {
 		m.mu.Lock()
 		delete(m.handlers, req.Misc)
 		m.mu.Unlock()
+		closeAll(pinned)
 		return 0, err
 	}
 	dev, err := m.cfg.Open(req)
@@ -155,6 +186,9 @@ func (m *Manager) StartHandler(misc string) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.started, h.cancel = true, cancel
+	if m.cfg.VerifyOnStart && !skipVerifyOnStart(h) {
+		m.startVerifyLocked(h)
+	}
 	m.wg.Go(func() {
 		defer close(h.done)
 		err := h.exp.Serve(ctx)
@@ -191,8 +225,10 @@ func (m *Manager) release(h *handler) {
 	// readers; its on-disk state is consistent wherever it stops.
 	m.mu.Lock()
 	j := m.stopMergeLocked(h)
+	vj := h.verify
 	m.mu.Unlock()
 	waitMerge(j)
+	stopVerify(vj)
 	if h.started {
 		h.cancel()
 		<-h.done
@@ -200,6 +236,7 @@ func (m *Manager) release(h *handler) {
 		h.exp.Close()
 	}
 	h.dev.Close()
+	closeAll(h.pinned)
 }
 
 // InitiateMerge implements proto.Daemon: start the partition's merge
@@ -242,39 +279,6 @@ func (m *Manager) MergeStatus(misc string) string {
 		return proto.StatusMergeFailed
 	}
 	return mergeStatusLocked(h)
-}
-
-// UpdateVerify implements proto.Daemon: every live handler's device is read
-// once end to end; success only if all reads succeeded.
-func (m *Manager) UpdateVerify() bool {
-	m.mu.Lock()
-	var hs []*handler
-	for _, h := range m.handlers {
-		if h.dev != nil {
-			hs = append(hs, h)
-		}
-	}
-	m.mu.Unlock()
-	okAll := true
-	for _, h := range hs {
-		h.verifyOnce.Do(func() { h.verifyErr = readAll(h.dev) })
-		if h.verifyErr != nil {
-			m.log.Error("update verification failed", "misc", h.misc, "err", h.verifyErr)
-			okAll = false
-		}
-	}
-	return okAll
-}
-
-func readAll(d Device) error {
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
-		n := min(int64(len(buf)), d.Size()-off)
-		if err := d.ReadSectors(buf[:n], uint64(off/512)); err != nil {
-			return fmt.Errorf("read at %d: %w", off, err)
-		}
-	}
-	return nil
 }
 
 // PauseMerge implements proto.Daemon: every merge (and those initiated

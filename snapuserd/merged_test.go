@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
@@ -62,8 +63,15 @@ func TestMergedOpsReadBase(t *testing.T) {
 // ordered op; the source device is garbage, so Copy/Xor blocks can only be
 // right if they are served from the durable read-ahead copy in the COW.
 func TestScratchWindow(t *testing.T) {
-	tr := snapuserdtest.GenTriple(t, snapuserdtest.TripleSpec{Version: 3, Comp: cow.CompressionLz4, Factor: 4096, Blocks: 1024, Seed: 31})
-	r, err := cow.NewReader(bytes.NewReader(tr.Cow), int64(len(tr.Cow)), nil)
+	// A COW with a real merge order (sequence data, ordered ops first) and
+	// fewer ordered ops than one window.
+	pair := sameSizePairs(31, 300)["shifted"]
+	p := newVABPart(t, t.TempDir(), "ra", pair, 3, false)
+	cowB, err := os.ReadFile(p.cow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := cow.NewReader(bytes.NewReader(cowB), int64(len(cowB)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,12 +80,13 @@ func TestScratchWindow(t *testing.T) {
 	if !ok {
 		t.Fatal("COW has no scratch region")
 	}
-	cowB := append([]byte(nil), tr.Cow...)
+	tr := struct{ Source, Base, Target []byte }{pair.Source, pair.Source, pair.Target}
 	var ordered []cow.Op
 	for _, op := range r.MergeOrder() {
-		if op.Type == cow.OpCopy || op.Type == cow.OpXor {
-			ordered = append(ordered, op)
+		if !op.Type.IsOrdered() {
+			break
 		}
+		ordered = append(ordered, op)
 	}
 	if len(ordered) == 0 || int64(len(ordered)) > lay.DataBlocks {
 		t.Fatalf("%d ordered ops, scratch holds %d", len(ordered), lay.DataBlocks)

@@ -60,6 +60,7 @@ type mergeJob struct {
 	done    chan struct{} // closed when the merge goroutine returned
 	err     error         // why the merge failed (preparation or Run)
 	stopped bool          // cancelled by delete/detach/shutdown
+	counted bool          // completed and counted in Manager.mergesComplete
 }
 
 // snapshotMerge is the Snapshot's side of the merge: the files the engine
@@ -213,6 +214,11 @@ func (m *Manager) mergeOptions() merge.Options {
 // initiateMergeLocked starts h's merge (initiate_merge). A second
 // initiate_merge of a running or finished merge succeeds without effect.
 func (m *Manager) initiateMergeLocked(h *handler) error {
+	if h.job != nil && h.job.eng == nil {
+		// Preparation failed: a retry reports the same failure (the
+		// status stays snapshot-merge-failed).
+		return h.job.err
+	}
 	if h.job != nil && !h.job.stopped {
 		return nil
 	}
@@ -256,6 +262,12 @@ func (m *Manager) initiateMergeLocked(h *handler) error {
 		stopped := j.stopped
 		if err != nil && !(stopped && errors.Is(err, context.Canceled)) {
 			j.err = err
+		}
+		if err == nil {
+			// num_partitions_merge_complete_: counts for merge_percent
+			// even after the handler is deleted.
+			j.counted = true
+			m.mergesComplete++
 		}
 		m.mu.Unlock()
 		switch {
@@ -332,14 +344,17 @@ func mergeStatusLocked(h *handler) string {
 	return proto.StatusMerge
 }
 
-// mergePercentLocked is merge_percent: (completed×100 + Σ in-progress %) /
-// (completed + in-progress) over the partitions whose merge was initiated.
+// mergePercentLocked is merge_percent as AOSP computes it: (completed×100 +
+// Σ in-progress %) / (completed + in-progress), where completed counts every
+// partition whose merge finished in this daemon (num_partitions_merge_complete_),
+// deleted handlers included, and in-progress every live handler whose merge
+// was initiated and has not finished (a failed one at its percentage).
 func (m *Manager) mergePercentLocked() float64 {
-	var n int
-	var sum float64
+	n := m.mergesComplete
+	sum := 100 * float64(m.mergesComplete)
 	for _, h := range m.handlers {
 		j := h.job
-		if j == nil || h.dev == nil {
+		if j == nil || h.dev == nil || j.counted {
 			continue
 		}
 		n++

@@ -16,13 +16,6 @@ import (
 // BlockSize is the only block size snapuserd accepts (ReadMetadata).
 const BlockSize = 4096
 
-// Read-ahead state byte values in the scratch region (BufferState, [COW] §5).
-const (
-	raStateNone       = 0
-	raStateInProgress = 1
-	raStateDone       = 2
-)
-
 // blockEntry is one row of the sorted block index (AOSP chunk_vec_: sector
 // → op): the op's first destination block, its index in Ops() and its
 // position in the merge order.
@@ -191,33 +184,19 @@ func NewSnapshot(name string, cowRA io.ReaderAt, cowSize int64, src, base io.Rea
 
 // loadScratch rebuilds the block → scratch-buffer map when the header says
 // a read-ahead window was made durable (PrepareReadAhead /
-// ReconstructDataFromCow).
+// ReconstructDataFromCow). The region is decoded and validated by
+// cow.ReadScratch, the decoder merge.New uses, so that the read path before
+// initiate_merge accepts exactly the scratch states the merge accepts.
 func (s *Snapshot) loadScratch() error {
-	h := s.r.Header()
-	lay, ok := h.Scratch()
-	if !ok {
+	sc, err := s.r.ReadScratch(s.cowRA)
+	if err != nil {
+		return fmt.Errorf("snapuserd: %s: %w", s.name, err)
+	}
+	if sc == nil || sc.State != cow.ReadAheadDone {
 		return nil
 	}
-	var st [1]byte
-	if _, err := s.cowRA.ReadAt(st[:], lay.StateOffset); err != nil {
-		return fmt.Errorf("snapuserd: %s: reading read-ahead state: %w", s.name, err)
-	}
-	if st[0] != raStateDone {
-		return nil
-	}
-	meta := make([]byte, lay.MetadataSize)
-	if _, err := s.cowRA.ReadAt(meta, lay.MetadataOffset); err != nil {
-		return fmt.Errorf("snapuserd: %s: reading scratch metadata: %w", s.name, err)
-	}
-	s.scratch = map[uint64]int64{}
-	for off := 0; off+cow.ScratchEntrySize <= len(meta); off += cow.ScratchEntrySize {
-		e := cow.DecodeScratchEntry(meta[off:])
-		if e.NewBlock == 0 && e.FileOffset == 0 {
-			break
-		}
-		if e.FileOffset < uint64(lay.DataOffset) || e.FileOffset+BlockSize > uint64(lay.DataOffset+lay.DataBlocks*BlockSize) {
-			return fmt.Errorf("snapuserd: %s: scratch entry for block %d points outside the scratch data (%d)", s.name, e.NewBlock, e.FileOffset)
-		}
+	s.scratch = make(map[uint64]int64, len(sc.Entries))
+	for _, e := range sc.Entries {
 		s.scratch[e.NewBlock] = int64(e.FileOffset)
 	}
 	return nil

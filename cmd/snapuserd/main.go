@@ -213,6 +213,12 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 		Open:        func(req proto.InitRequest) (snapuserd.Device, error) { return snapuserd.OpenSnapshot(req, opts) },
 		Logger:      log,
 		StopCancels: stopCancels,
+		// The -no_socket daemon is the second-stage boot daemon: it
+		// verifies every partition in the background from the start
+		// (snapuserd.md §8), reading /dev/block/mapper/<misc> with
+		// O_DIRECT when that node exists.
+		VerifyOnStart: c.noSocket,
+		VerifyDevice:  mapperDevice,
 		Merge: snapuserd.MergeConfig{
 			Threads:   c.mergeThreads,
 			Nice:      c.mergeNice,
@@ -357,4 +363,14 @@ func writeAliveIndicator(path string, log *slog.Logger) {
 		return
 	}
 	log.Info("daemon-alive indicator written", "path", path)
+}
+
+// mapperDevice is the partition's device-mapper node for update-verify, or
+// "" (verify through the handler's read path) when there is none.
+func mapperDevice(misc string) string {
+	p := "/dev/block/mapper/" + misc
+	if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		return p
+	}
+	return ""
 }

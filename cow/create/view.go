@@ -39,40 +39,18 @@ type viewSlot struct {
 }
 
 // loadScratch reads a read_ahead_state 2 window from the scratch region
-// (cow-format.md §5). Its entries must be the next ops of the merge order.
-func (v *View) loadScratch(cowData io.ReaderAt, next []int) error {
-	h := v.r.Header()
-	s, ok := h.Scratch()
-	if !ok {
-		return nil
+// (cow-format.md §5) with cow.ReadScratch, the decoder snapuserd and its
+// merge use: its entries must be the next ops of the merge order.
+func (v *View) loadScratch(cowData io.ReaderAt) error {
+	sc, err := v.r.ReadScratch(cowData)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
 	}
-	var state [1]byte
-	if _, err := cowData.ReadAt(state[:], s.StateOffset); err != nil {
-		return fmt.Errorf("create: reading read_ahead_state at %#x: %w", s.StateOffset, err)
-	}
-	if state[0] != cow.ReadAheadDone {
+	if sc == nil || sc.State != cow.ReadAheadDone {
 		return nil
 	}
 	v.cowData = cowData
-	meta := make([]byte, s.MetadataSize)
-	if _, err := cowData.ReadAt(meta, s.MetadataOffset); err != nil {
-		return fmt.Errorf("create: reading scratch metadata at %#x: %w", s.MetadataOffset, err)
-	}
-	ops := v.r.Ops()
-	for i := 0; (i+1)*cow.ScratchEntrySize <= len(meta) && int64(i) < s.DataBlocks; i++ {
-		e := cow.DecodeScratchEntry(meta[i*cow.ScratchEntrySize:])
-		if e == (cow.ScratchEntry{}) {
-			return nil
-		}
-		if i >= len(next) || ops[next[i]].NewBlock != e.NewBlock || !ops[next[i]].Type.IsOrdered() {
-			return fmt.Errorf("create: scratch entry %d (new_block %d) is not the next ordered op of the merge order", i, e.NewBlock)
-		}
-		// AOSP puts the data right after the entry list area, but a window
-		// may sit anywhere in the scratch region past the entries.
-		lo, hi := s.MetadataOffset, int64(h.HeaderSize)+int64(h.BufferSize)
-		if off := int64(e.FileOffset); off < lo || off > hi-int64(v.bs) {
-			return fmt.Errorf("create: scratch entry %d: file_offset %#x outside the scratch region", i, e.FileOffset)
-		}
+	for _, e := range sc.Entries {
 		sl := v.slot[e.NewBlock]
 		sl.scratch = int64(e.FileOffset)
 		v.slot[e.NewBlock] = sl
@@ -118,7 +96,7 @@ func NewView(r *cow.Reader, cowData io.ReaderAt, base Image) (*View, error) {
 		return nil, fmt.Errorf("create: num_merge_ops %d exceeds the %d data ops", start, len(idx))
 	}
 	if cowData != nil {
-		if err := v.loadScratch(cowData, idx[start:]); err != nil {
+		if err := v.loadScratch(cowData); err != nil {
 			return nil, err
 		}
 	}

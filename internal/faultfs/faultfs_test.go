@@ -197,3 +197,34 @@ func TestCrashCloneTornWrites(t *testing.T) {
 		t.Fatalf("%d distinct torn images, want 16", len(images))
 	}
 }
+
+func TestCrashCloneKeep(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep func(i, n int) bool
+		want string
+	}{
+		{"none", KeepNone, "...."},
+		{"all", KeepAll, "abcd"},
+		{"last", KeepLast, "...d"},
+		{"all but first", KeepAllButFirst, ".bcd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMemFile("f", []byte("...."))
+			for i, c := range "abcd" {
+				m.WriteAt([]byte{byte(c)}, int64(i))
+			}
+			if got := string(m.CrashClone(CrashCloneConfig{Keep: tc.keep}).Bytes()); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			// Torn into pages: a 4-byte write over pages of 2 is two pieces.
+			m = NewMemFile("f", []byte("...."))
+			m.WriteAt([]byte("abcd"), 0)
+			got := string(m.CrashClone(CrashCloneConfig{Keep: tc.keep, PageSize: 2}).Bytes())
+			want := map[string]string{"none": "....", "all": "abcd", "last": "..cd", "all but first": "..cd"}[tc.name]
+			if got != want {
+				t.Errorf("pages: got %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -167,7 +167,20 @@ type CrashCloneConfig struct {
 	// PageSize boundaries of the file and every piece survives on its own,
 	// as a disk cache writes back pages independently.
 	PageSize int
+	// Keep, if set, decides deterministically instead: the i-th of the n
+	// unsynced writes and truncates (issue order; pieces when PageSize is
+	// set) survives iff Keep(i, n). Adversarial sets: KeepNone, KeepLast,
+	// KeepAllButFirst, KeepAll.
+	Keep func(i, n int) bool
 }
+
+// Deterministic survivor sets for CrashCloneConfig.Keep.
+var (
+	KeepNone        = func(i, n int) bool { return false }
+	KeepAll         = func(i, n int) bool { return true }
+	KeepLast        = func(i, n int) bool { return i == n-1 }
+	KeepAllButFirst = func(i, n int) bool { return i > 0 }
+)
 
 // CrashClone returns a new MemFile (open, everything durable) holding the
 // durable content plus the surviving unsynced writes, applied in issue order.
@@ -176,7 +189,25 @@ func (m *MemFile) CrashClone(cfg CrashCloneConfig) *MemFile {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	buf := append([]byte(nil), m.durable...)
+	n := len(m.pending)
+	if cfg.PageSize > 0 {
+		n = 0
+		ps := int64(cfg.PageSize)
+		for _, op := range m.pending {
+			if op.truncate {
+				n++
+				continue
+			}
+			n += int((op.off+int64(len(op.data))-1)/ps - op.off/ps + 1)
+		}
+	}
+	seen := 0
 	keep := func() bool {
+		i := seen
+		seen++
+		if cfg.Keep != nil {
+			return cfg.Keep(i, n)
+		}
 		return cfg.RNG != nil && cfg.UnsyncedDataPercent > 0 && cfg.RNG.IntN(100) < cfg.UnsyncedDataPercent
 	}
 	for _, op := range m.pending {

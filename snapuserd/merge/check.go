@@ -88,41 +88,21 @@ func Check(r io.ReaderAt, size int64, name string, src Source) (*State, error) {
 	if st.NumMergeOps > st.TotalOps {
 		bad("num_merge_ops %d exceeds %d data ops", st.NumMergeOps, st.TotalOps)
 	}
-	s, ok := hdr.Scratch()
-	st.HasScratch = ok
 	capacity := int64(DefaultWindowBlocks)
-	if ok {
-		capacity = min(s.DataBlocks, (s.MetadataSize-1)/cow.ScratchEntrySize-1)
-		if err := validateScratchLayout(f, &hdr, s); err != nil {
-			return st, err
+	if _, ok := hdr.Scratch(); ok {
+		st.HasScratch = true
+		sc, err := cow.ReadScratch(r, size, &hdr, order, name)
+		if sc != nil {
+			capacity = int64(sc.Capacity)
+			st.ReadAheadState = sc.State
+			st.Entries = sc.Entries
 		}
-		if st.ReadAheadState, err = readState(f, s); err != nil {
-			return st, err
-		}
-		switch st.ReadAheadState {
-		case cow.ReadAheadNotStarted, cow.ReadAheadInProgress:
-		case cow.ReadAheadDone:
-			ents, err := readScratchEntries(f, s)
-			if err != nil {
-				errs = append(errs, err)
-				break
-			}
-			st.Entries = ents
-			start := st.NumMergeOps
-			switch {
-			case len(ents) == 0:
-				bad("read_ahead_state 2 with no scratch entries")
-			case start >= uint64(st.OrderedOps):
-				bad("read_ahead_state 2 but num_merge_ops %d is past the %d ordered ops", start, st.OrderedOps)
-			case start+uint64(len(ents)) > uint64(st.OrderedOps):
-				bad("scratch window of %d ops at num_merge_ops %d runs past the %d ordered ops", len(ents), start, st.OrderedOps)
-			default:
-				if err := checkEntryList(name, ents, order, int(start), s, hdr.BufferSize, int64(hdr.BlockSize)); err != nil {
-					errs = append(errs, err)
-				}
-			}
+		switch {
+		case err == nil:
+		case errors.Is(err, cow.ErrCorrupt):
+			errs = append(errs, fmt.Errorf("merge: %w: %w", err, ErrCorrupt))
 		default:
-			bad("read_ahead_state %d at offset %#x (want 0, 1 or 2)", st.ReadAheadState, s.StateOffset)
+			return st, fmt.Errorf("merge: %w", err)
 		}
 	}
 	st.WindowBoundary = st.NumMergeOps >= uint64(st.OrderedOps) || capacity > 0 && st.NumMergeOps%uint64(capacity) == 0

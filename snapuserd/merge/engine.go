@@ -52,7 +52,7 @@ type Engine struct {
 	// in merge order winning for a destination.
 	extents []extent
 
-	ring     *uring // io_uring for window writes, nil = synchronous
+	ring     ringWriter // io_uring for window writes, nil = synchronous
 	baseFD   int
 	uringOps atomic.Int64
 	uringErr error // why io_uring was given up
@@ -112,11 +112,15 @@ func New(cowFile, base faultfs.File, src Source, opts *Options) (*Engine, error)
 	}
 	e.bs = int64(hdr.BlockSize)
 	e.scratch, e.hasScratch = hdr.Scratch()
-	pageLen := int(hdr.HeaderSize)
+	e.order = src.MergeOrder()
+	var sc *cow.Scratch
 	if e.hasScratch {
-		if err := validateScratchLayout(cowFile, &hdr, e.scratch); err != nil {
+		if sc, err = readScratch(cowFile, &hdr, e.order); err != nil {
 			return nil, err
 		}
+	}
+	pageLen := int(hdr.HeaderSize)
+	if e.hasScratch {
 		pageLen++
 	}
 	e.page = make([]byte, pageLen)
@@ -137,15 +141,12 @@ func New(cowFile, base faultfs.File, src Source, opts *Options) (*Engine, error)
 		}
 	}
 
-	e.order = src.MergeOrder()
 	if err := e.validateOrder(srcSize); err != nil {
 		return nil, err
 	}
 	e.winCap = DefaultWindowBlocks
 	if e.hasScratch {
-		// Data blocks, and entries plus terminator that fit the metadata
-		// area (both 510 for the 2 MiB region).
-		e.winCap = int(min(e.scratch.DataBlocks, (e.scratch.MetadataSize-1)/cow.ScratchEntrySize-1))
+		e.winCap = sc.Capacity
 	}
 	if w := e.opts.WindowBlocks; w > 0 {
 		if w > e.winCap {
@@ -163,21 +164,9 @@ func New(cowFile, base faultfs.File, src Source, opts *Options) (*Engine, error)
 		e.phase = PhaseComplete
 	}
 	var first *window
-	if e.hasScratch {
-		st, err := readState(cowFile, e.scratch)
-		if err != nil {
+	if sc != nil && sc.State == cow.ReadAheadDone {
+		if first, err = e.loadScratchWindow(sc.Entries); err != nil {
 			return nil, err
-		}
-		switch st {
-		case cow.ReadAheadNotStarted, cow.ReadAheadInProgress:
-		case cow.ReadAheadDone:
-			first, err = e.loadScratchWindow()
-			if err != nil {
-				return nil, err
-			}
-		default:
-			return nil, fmt.Errorf("merge: %s: read_ahead_state %d at offset %#x: %w",
-				cowFile.Name(), st, e.scratch.StateOffset, ErrCorrupt)
 		}
 	}
 	e.buildWindows(first)
@@ -213,28 +202,22 @@ func readHeader(f faultfs.File) (cow.Header, error) {
 	return hdr, nil
 }
 
-func validateScratchLayout(f faultfs.File, h *cow.Header, s cow.ScratchLayout) error {
-	if s.MetadataSize < 2*cow.ScratchEntrySize || s.DataBlocks < 1 {
-		return fmt.Errorf("merge: %s: buffer_size %d leaves no room for scratch data: %w",
-			f.Name(), h.BufferSize, ErrCorrupt)
-	}
+// readScratch decodes the scratch region with the one decoder every reader
+// of it uses (cow.ReadScratch); a violation is also ErrCorrupt.
+func readScratch(f faultfs.File, h *cow.Header, order []cow.Op) (*cow.Scratch, error) {
 	size, err := f.Size()
 	if err != nil {
-		return fmt.Errorf("merge: size of %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("merge: size of %s: %w", f.Name(), err)
 	}
-	if end := int64(h.HeaderSize) + int64(h.BufferSize); size < end {
-		return fmt.Errorf("merge: %s: file size %d ends inside the scratch region [%#x, %#x): %w",
-			f.Name(), size, h.HeaderSize, end, ErrCorrupt)
+	sc, err := cow.ReadScratch(f, size, h, order, f.Name())
+	switch {
+	case err == nil:
+		return sc, nil
+	case errors.Is(err, cow.ErrCorrupt):
+		return sc, fmt.Errorf("merge: %w: %w", err, ErrCorrupt)
+	default:
+		return sc, fmt.Errorf("merge: %w", err)
 	}
-	return nil
-}
-
-func readState(f faultfs.File, s cow.ScratchLayout) (byte, error) {
-	var b [1]byte
-	if err := faultfs.ReadFull(f, b[:], s.StateOffset); err != nil {
-		return 0, fmt.Errorf("merge: reading read_ahead_state: %w", err)
-	}
-	return b[0], nil
 }
 
 // validateOrder checks every op can be merged: known data types, ordered ops
@@ -562,9 +545,27 @@ func (e *Engine) run(ctx context.Context) error {
 	return e.mergeReplace(ctx)
 }
 
+// ringWriter submits a batch of window writes, linked in order, optionally
+// ended by a drained fsync (*uring; tests substitute a model).
+type ringWriter interface {
+	writeBatch(fd int, ws []uringWrite, fsync bool) error
+	close()
+}
+
+// testNewRing, if set by a test, replaces the kernel io_uring with a model
+// over the base file, so that the io_uring path runs under the power-loss
+// model of internal/faultfs.
+var testNewRing func(base faultfs.File) ringWriter
+
 // setupURing enables io_uring for window writes when the base is an OS
 // file and the kernel allows it; otherwise it records why not.
 func (e *Engine) setupURing() {
+	if testNewRing != nil {
+		e.mu.Lock()
+		e.ring, e.baseFD = testNewRing(e.base), -1
+		e.mu.Unlock()
+		return
+	}
 	of, ok := e.base.(*faultfs.OSFile)
 	if !ok {
 		e.uringErr = fmt.Errorf("io_uring: %s is not an OS file", e.base.Name())

@@ -118,42 +118,58 @@ func (r *uring) enter(submit, wait uint32) error {
 	}
 }
 
-// writeBatch writes ws (≤ uringDepth, or uringDepth-1 with fsync) to fd as
-// linked WRITE SQEs, optionally followed by a drained FSYNC, and waits for
-// every completion.
-func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
+// batchLen is the number of SQEs of a batch: one WRITE per run, plus the
+// FSYNC.
+func batchLen(ws []uringWrite, fsync bool) (uint32, error) {
 	n := uint32(len(ws))
 	if fsync {
 		n++
 	}
 	if n == 0 || n > uringDepth {
-		return fmt.Errorf("io_uring batch of %d entries", n)
+		return 0, fmt.Errorf("io_uring batch of %d entries", n)
+	}
+	return n, nil
+}
+
+// prepSQE fills sqe as entry i of a batch of n: WRITE of ws[i] linked to
+// the next entry, or (i == len(ws)) the drained FSYNC that ends the batch.
+// user_data is i.
+func prepSQE(sqe []byte, fd int, i, n uint32, ws []uringWrite) {
+	clear(sqe)
+	if i < uint32(len(ws)) {
+		w := ws[i]
+		sqe[0] = ioringOpWrite
+		*(*uint64)(unsafe.Pointer(&sqe[16])) = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))))
+		*(*uint32)(unsafe.Pointer(&sqe[24])) = uint32(len(w.buf))
+		*(*uint64)(unsafe.Pointer(&sqe[8])) = uint64(w.off)
+		if i+1 < n {
+			sqe[1] = iosqeIOLink
+		}
+	} else {
+		sqe[0] = ioringOpFsync
+		sqe[1] = iosqeIODrain
+	}
+	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
+	*(*uint64)(unsafe.Pointer(&sqe[32])) = uint64(i)
+}
+
+// writeBatch writes ws (≤ uringDepth, or uringDepth-1 with fsync) to fd as
+// linked WRITE SQEs, optionally followed by a drained FSYNC, and waits for
+// every completion.
+func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
+	n, err := batchLen(ws, fsync)
+	if err != nil {
+		return err
 	}
 	tail := atomic.LoadUint32(r.sqTail)
 	mask := atomic.LoadUint32(r.sqMask)
 	for i := uint32(0); i < n; i++ {
 		idx := (tail + i) & mask
-		sqe := r.sqes[idx*sqeSize : (idx+1)*sqeSize]
-		clear(sqe)
-		if i < uint32(len(ws)) {
-			w := ws[i]
-			sqe[0] = ioringOpWrite
-			*(*uint64)(unsafe.Pointer(&sqe[16])) = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))))
-			*(*uint32)(unsafe.Pointer(&sqe[24])) = uint32(len(w.buf))
-			*(*uint64)(unsafe.Pointer(&sqe[8])) = uint64(w.off)
-			if i+1 < n {
-				sqe[1] = iosqeIOLink
-			}
-		} else {
-			sqe[0] = ioringOpFsync
-			sqe[1] = iosqeIODrain
-		}
-		*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
-		*(*uint64)(unsafe.Pointer(&sqe[32])) = uint64(i)
+		prepSQE(r.sqes[idx*sqeSize:(idx+1)*sqeSize], fd, i, n, ws)
 		*(*uint32)(unsafe.Add(r.sqArray, idx*4)) = idx
 	}
 	atomic.StoreUint32(r.sqTail, tail+n)
-	err := r.enter(n, n)
+	err = r.enter(n, n)
 	res := make([]int32, n)
 	got := uint32(0)
 	for err == nil && got < n {

@@ -3,7 +3,6 @@ package merge
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/internal/faultfs"
@@ -98,17 +97,10 @@ func (e *Engine) readPayload(k int, p []byte, ignore int) error {
 	return nil
 }
 
-// loadScratchWindow validates the persisted window (read_ahead_state 2) and
-// loads its data (ReconstructDataFromCow).
-func (e *Engine) loadScratchWindow() (*window, error) {
-	ents, err := readScratchEntries(e.cowF, e.scratch)
-	if err != nil {
-		return nil, err
-	}
+// loadScratchWindow loads the data of the persisted window (read_ahead_state
+// 2) whose entries cow.ReadScratch validated (ReconstructDataFromCow).
+func (e *Engine) loadScratchWindow(ents []cow.ScratchEntry) (*window, error) {
 	start := int(e.merged)
-	if err := e.checkEntries(ents, start); err != nil {
-		return nil, err
-	}
 	w := &window{start: start, n: len(ents), state: WindowRAReady, fromScratch: true}
 	w.buf = make([]byte, int64(w.n)*e.bs)
 	for k, en := range ents {
@@ -118,77 +110,6 @@ func (e *Engine) loadScratchWindow() (*window, error) {
 	}
 	e.logf("merge: %s: replaying window of %d ops at op %d from scratch", e.cowF.Name(), w.n, start)
 	return w, nil
-}
-
-// checkEntries verifies scratch entries against the merge order from start.
-func (e *Engine) checkEntries(ents []cow.ScratchEntry, start int) error {
-	name := e.cowF.Name()
-	if len(ents) == 0 {
-		return fmt.Errorf("merge: %s: read_ahead_state 2 but the scratch metadata is empty: %w", name, ErrCorrupt)
-	}
-	if start+len(ents) > e.nOrdered {
-		return fmt.Errorf("merge: %s: scratch window of %d ops at num_merge_ops %d runs past the %d ordered ops: %w",
-			name, len(ents), start, e.nOrdered, ErrCorrupt)
-	}
-	return checkEntryList(name, ents, e.order, start, e.scratch, e.hdr.BufferSize, e.bs)
-}
-
-// checkEntryList verifies scratch entries: new_blocks exactly the merge
-// order from start; each entry's block of data inside the scratch region
-// (after the entry list and its terminator, before header_size +
-// buffer_size) and not overlapping another entry's. AOSP writes the data at
-// header_size + metadata size + i*block_size, which this engine does too;
-// the check accepts any such placement so that a window persisted with a
-// different metadata size (a smaller read-ahead area) is still replayed.
-func checkEntryList(name string, ents []cow.ScratchEntry, order []cow.Op, start int, s cow.ScratchLayout, bufferSize uint32, bs int64) error {
-	lo := s.MetadataOffset + int64(len(ents)+1)*cow.ScratchEntrySize
-	hi := s.StateOffset + int64(bufferSize)
-	offs := make([]int64, 0, len(ents))
-	for k, en := range ents {
-		if want := order[start+k].NewBlock; en.NewBlock != want {
-			return fmt.Errorf("merge: %s: scratch entry %d has new_block %d, merge order op %d has %d: %w",
-				name, k, en.NewBlock, start+k, want, ErrCorrupt)
-		}
-		off := int64(en.FileOffset)
-		if en.FileOffset > uint64(hi) || off < lo || off+bs > hi {
-			return fmt.Errorf("merge: %s: scratch entry %d file_offset %#x: its block is not inside [%#x, %#x) of the scratch region: %w",
-				name, k, en.FileOffset, lo, hi, ErrCorrupt)
-		}
-		offs = append(offs, off)
-	}
-	slices.Sort(offs)
-	for i := 1; i < len(offs); i++ {
-		if offs[i]-offs[i-1] < bs {
-			return fmt.Errorf("merge: %s: scratch data blocks at %#x and %#x overlap: %w", name, offs[i-1], offs[i], ErrCorrupt)
-		}
-	}
-	return nil
-}
-
-// readScratchEntries decodes the ScratchMetadata list up to its all-zero
-// terminator.
-func readScratchEntries(f faultfs.File, s cow.ScratchLayout) ([]cow.ScratchEntry, error) {
-	raw := make([]byte, s.MetadataSize-1)
-	if err := faultfs.ReadFull(f, raw, s.MetadataOffset); err != nil {
-		return nil, fmt.Errorf("merge: reading scratch metadata: %w", err)
-	}
-	return decodeEntries(f.Name(), raw, s.MetadataOffset, int(s.DataBlocks))
-}
-
-func decodeEntries(name string, raw []byte, base int64, max int) ([]cow.ScratchEntry, error) {
-	var ents []cow.ScratchEntry
-	for off := 0; off+cow.ScratchEntrySize <= len(raw); off += cow.ScratchEntrySize {
-		en := cow.DecodeScratchEntry(raw[off:])
-		if en == (cow.ScratchEntry{}) {
-			return ents, nil
-		}
-		if len(ents) == max {
-			return nil, fmt.Errorf("merge: %s: more than %d scratch entries (no terminator at offset %#x): %w",
-				name, max, base+int64(off), ErrCorrupt)
-		}
-		ents = append(ents, en)
-	}
-	return nil, fmt.Errorf("merge: %s: scratch metadata at %#x has no terminator: %w", name, base, ErrCorrupt)
 }
 
 // mergeWindow runs one window through RA_READY, IN_PROGRESS and COMPLETED.

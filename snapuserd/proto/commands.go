@@ -58,6 +58,7 @@ func cmdInit(s *Server, f []string) (string, bool) {
 		s.log.Error("malformed init message", "parts", len(f))
 		return ReplyFail, true
 	}
+	req.Peer = s.curPeer
 	n, err := s.d.InitHandler(req)
 	if err != nil || n == 0 {
 		s.log.Error("init failed", "misc", req.Misc, "err", err)

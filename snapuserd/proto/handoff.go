@@ -50,15 +50,7 @@ func ListenProxy(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
+	return listenUnixMode("unixpacket", path)
 }
 
 // ServeHandoff is snapuserd -socket_handoff: accept one client on proxy,
@@ -93,6 +85,9 @@ func ServeHandoff(ctx context.Context, proxy *net.UnixListener, ctrl *net.UnixLi
 
 // ReceiveHandoff is the running daemon's side (WaitForSocket): wait for
 // the proxy socket to appear, connect, receive the control listener, ack.
+// The proxy must be root or run as this daemon's uid (SO_PEERCRED): the
+// received fd becomes the control socket, so a listener handed over by
+// anyone else would let that process choose who controls the daemon.
 func ReceiveHandoff(ctx context.Context, proxyPath string) (net.Listener, error) {
 	var conn *net.UnixConn
 	for {
@@ -108,8 +103,13 @@ func ReceiveHandoff(ctx context.Context, proxyPath string) (net.Listener, error)
 		}
 	}
 	defer conn.Close()
-	if err := checkProxyPeer(conn); err != nil {
-		return nil, err
+	cred, err := connCred(conn)
+	if err != nil {
+		return nil, fmt.Errorf("snapuserd: hand-off peer: %w", err)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("snapuserd: refusing the hand-off from pid %d uid %d on %s (not root or uid %d)",
+			cred.Pid, cred.Uid, proxyPath, os.Geteuid())
 	}
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
@@ -139,28 +139,4 @@ func ReceiveHandoff(ctx context.Context, proxyPath string) (net.Listener, error)
 		return nil, fmt.Errorf("snapuserd: ack: %w", err)
 	}
 	return ln, nil
-}
-
-// checkProxyPeer admits only a proxy running as root or as our own user
-// (SO_PEERCRED of the proxy connection): any other process able to create
-// the proxy socket must not hand the daemon a control socket of its own.
-func checkProxyPeer(conn *net.UnixConn) error {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return fmt.Errorf("snapuserd: proxy credentials: %w", cerr)
-	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("snapuserd: hand-off refused: proxy runs as uid %d (pid %d), want root or uid %d", cred.Uid, cred.Pid, os.Geteuid())
-	}
-	return nil
 }

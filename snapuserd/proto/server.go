@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // MaxPacketSize is the receive buffer of both ends (kMaxPacketSize /
@@ -41,6 +39,10 @@ type InitRequest struct {
 	Backing  string // source (backing) device
 	BasePath string // base_path_merge; empty for the legacy 4-field form
 	Legacy   bool   // 4-field Android 12 form (dm-snapshot compat, Mode A)
+	// Peer is the non-root client that sent the request; the daemon must
+	// open the paths with its access rights (see the trust model in
+	// peer.go). nil for root clients and the daemon's own argv.
+	Peer *Peer
 }
 
 // Daemon is what the control server drives; the snapshot handler manager
@@ -86,7 +88,8 @@ type Server struct {
 	d   Daemon
 	log *slog.Logger
 
-	cmdMu sync.Mutex // serialises command execution (AOSP: one poll loop)
+	cmdMu   sync.Mutex // serialises command execution (AOSP: one poll loop)
+	curPeer *Peer      // guarded by cmdMu: the non-root sender of the command running
 
 	mu          sync.Mutex // guards the fields that follow
 	allow       map[int]bool
@@ -177,35 +180,33 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 // terminateQuiet ends Run without a command (context cancelled).
 func (s *Server) terminateQuiet() { s.terminate() }
 
-// peerAllowed checks SO_PEERCRED of a Unix connection. Non-Unix
-// connections (tests over net.Pipe) carry no credentials and are allowed.
-func (s *Server) peerAllowed(c net.Conn) (bool, string) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return true, "no credentials (not a unix socket)"
-	}
-	raw, err := uc.SyscallConn()
+// peerAllowed checks SO_PEERCRED of a Unix connection and returns the
+// Peer to act for (nil for root). Non-Unix connections (tests over
+// net.Pipe) carry no credentials and are allowed as root.
+func (s *Server) peerAllowed(c net.Conn) (bool, *Peer, string) {
+	cred, err := connCred(c)
 	if err != nil {
-		return false, err.Error()
+		return false, nil, err.Error()
 	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return false, err.Error()
-	}
-	if cerr != nil {
-		return false, "SO_PEERCRED: " + cerr.Error()
+	if cred == nil {
+		return true, nil, "no credentials (not a unix socket)"
 	}
 	desc := fmt.Sprintf("pid %d uid %d", cred.Pid, cred.Uid)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.allow[int(cred.Uid)], desc
+	ok := s.allow[int(cred.Uid)]
+	s.mu.Unlock()
+	if !ok || cred.Uid == 0 {
+		return ok, nil, desc
+	}
+	p, err := peerOf(cred)
+	if err != nil {
+		return false, nil, desc + ": " + err.Error()
+	}
+	return true, p, desc
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	ok, who := s.peerAllowed(c)
+	ok, peer, who := s.peerAllowed(c)
 	if !ok {
 		s.log.Warn("rejecting control connection", "peer", who)
 		return
@@ -216,7 +217,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if n == 0 || err != nil {
 			return // client gone (POLLHUP / empty read)
 		}
-		reply, keep := s.Dispatch(string(buf[:n]))
+		reply, keep := s.dispatch(peer, string(buf[:n]))
 		if reply != "" {
 			if _, err := c.Write([]byte(reply)); err != nil {
 				return
@@ -231,10 +232,20 @@ func (s *Server) serveConn(c net.Conn) {
 // Dispatch executes one message and returns the reply ("" = none) and
 // whether the connection stays open. Exposed for tests and for embedding
 // the protocol in other transports.
-func (s *Server) Dispatch(msg string) (reply string, keep bool) {
+func (s *Server) Dispatch(msg string) (reply string, keep bool) { return s.dispatch(nil, msg) }
+
+// dispatch is Dispatch on behalf of peer (nil: root).
+func (s *Server) dispatch(peer *Peer, msg string) (reply string, keep bool) {
 	s.cmdMu.Lock()
 	defer s.cmdMu.Unlock()
+	s.curPeer = peer
+	defer func() { s.curPeer = nil }()
 	fields := strings.Split(msg, ",")
+	// AOSP's parser drops empty trailing fields ("start,system," is
+	// start,system).
+	for len(fields) > 1 && fields[len(fields)-1] == "" {
+		fields = fields[:len(fields)-1]
+	}
 	cmd, found := commands[fields[0]]
 	if !found {
 		s.log.Error("received unknown message type from client", "msg", printable(msg))
@@ -266,7 +277,7 @@ func SocketPath(name string) string {
 
 // Listen returns the control listener: the socket init passed in
 // ANDROID_SOCKET_<name> if present, else a fresh Unix socket at path (a
-// stale socket file is removed first; mode 0660).
+// stale socket file is removed first), created with mode 0660.
 func Listen(name string) (net.Listener, error) {
 	if name == "" {
 		name = DefaultSocketName
@@ -294,13 +305,5 @@ func Listen(name string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
+	return listenUnixMode("unix", path)
 }
