@@ -32,6 +32,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -132,6 +133,7 @@ func run() error {
 	if err := setup(); err != nil {
 		return err
 	}
+	go streamKernelLog()
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	o := parseCmdline(string(cmdline))
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -467,4 +469,33 @@ func setup() error {
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
+}
+
+// streamKernelLog copies kernel messages of level warning or worse to the
+// console as "VABC-KMSG <level> <text>" ("quiet" hides KERN_WARNING), so the
+// host sees Oops, BUG and WARNING reports.
+func streamKernelLog() {
+	f, err := os.Open("/dev/kmsg")
+	if err != nil {
+		return
+	}
+	r := bufio.NewReaderSize(f, 16<<10)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			if errors.Is(err, unix.EPIPE) {
+				continue // overwritten records
+			}
+			return
+		}
+		prefix, msg, ok := strings.Cut(line, ";")
+		if !ok {
+			continue
+		}
+		var level int
+		fmt.Sscanf(prefix, "%d", &level)
+		if level&7 <= 4 {
+			say("VABC-KMSG %d %s", level&7, strings.TrimSpace(msg))
+		}
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,9 @@ var (
 	scenarios = flag.String("scenarios", "ota,power-cut,rollback", "comma-separated scenarios")
 	poll      = flag.Duration("poll", 50*time.Millisecond, "guest merge poll interval (vabc.poll): the power-cut granularity")
 )
+
+// kernelBad matches kernel reports that fail a boot.
+var kernelBad = regexp.MustCompile(`(^|[^A-Za-z_])(Oops|BUG|WARNING)([^A-Za-z_]|$)`)
 
 var disks = []string{"super.img", "metadata.img", "userdata.img", "misc.img"}
 
@@ -251,6 +255,11 @@ func (v *vm) boot(extra string, kill func(string) bool) (*bootLog, error) {
 		map[bool]string{true: " [power cut]", false: ""}[b.killed])
 	if !b.killed && b.find("VABC-DONE") == "" {
 		return b, fmt.Errorf("boot %d did not finish (%v; see %s)", v.boots, err, log)
+	}
+	for _, l := range b.all("VABC-KMSG") {
+		if kernelBad.MatchString(l) {
+			return b, fmt.Errorf("boot %d: kernel reported: %s (see %s)", v.boots, l, log)
+		}
 	}
 	if l := b.find("VABC-ERROR"); l != "" && !strings.Contains(extra, "badbuild") {
 		return b, fmt.Errorf("boot %d: %s (see %s)", v.boots, l, log)
