@@ -23,6 +23,16 @@
 #        KEEP=1  keep e2e/out/initramfs staging for inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Hook: the OTA-on-boot scenarios (ota, power-cut, rollback) boot their own VMs several
+# times (e2e/ota.sh, e2e/otahost); they are split off the guest scenario list here.
+# VABC_OTA=0 leaves them out of a default (all) run.
+ota_args=() guest_args=()
+for a in "$@"; do case $a in ota | power-cut | rollback) ota_args+=("$a") ;; *) guest_args+=("$a") ;; esac; done
+ota_only=0
+if [ $# -eq 0 ]; then
+	[ "${VABC_OTA:-1}" = 0 ] || ota_args=(ota power-cut rollback)
+elif [ ${#guest_args[@]} -eq 0 ]; then ota_only=1; fi
+set -- "${guest_args[@]}"
 ROOT=$PWD
 # shellcheck source=e2e/verdict.sh
 . e2e/verdict.sh
@@ -130,6 +140,12 @@ chmod 755 "$STAGE/init"
 (cd "$STAGE" && find . -print0 | cpio --null -o -H newc --quiet) >"$OUT/initramfs.cpio"
 say "initramfs $(du -h "$OUT/initramfs.cpio" | cut -f1) in $(elapsed "$t0")s"
 cleanup_stage
+if [ "$ota_only" = 1 ]; then
+	rc=0
+	bash e2e/ota.sh "$OUT/initramfs.cpio" "$VMLINUX" "${ota_args[@]}" || rc=$?
+	echo "vm-test took $(elapsed "$t_start")s"
+	exit $rc
+fi
 
 # 5. Fresh disks. vda/vdb: scratch for the dm scenarios. vdc..vdg: the snapuserd scenarios'
 # partitions (snapuserd.md §1 mode B): a base and a target ext4 image made with
@@ -280,6 +296,9 @@ for name in "${order[@]}"; do
 	esac
 done
 grep -ah '^VMTEST-METRIC: ' "$LOG" | tr -d '\r' | sed 's/^VMTEST-METRIC: /vm-test: metric /' >&2 || true
+if [ ${#ota_args[@]} -gt 0 ]; then
+	bash e2e/ota.sh "$OUT/initramfs.cpio" "$VMLINUX" "${ota_args[@]}" || fail=1
+fi
 if [ ${#order[@]} -eq 0 ]; then
 	echo "RESULT vm FAIL no scenario reported a result"
 	fail=1

@@ -26,6 +26,10 @@ func runApplyCOW(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	threads := fs.Int("threads", 0, "operations computed at once (default: number of CPUs)")
 	asJSON := fs.Bool("json", false, "print one JSON object (format subject to change)")
 	trust := addTrustFlags(fs)
+	var snap snapshotState
+	fs.StringVar(&snap.dir, "snapshot-state", "", "on-device install: libsnapshot metadata dir (e.g. /metadata/ota) to record the COWs as snapshots of --target-slot in")
+	fs.StringVar(&snap.target, "target-slot", "_b", "with --snapshot-state: slot suffix being updated")
+	fs.StringVar(&snap.source, "source-slot", "", "with --snapshot-state: running slot suffix (default: the other slot)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: payload apply-cow [--old DIR] -o DIR [flags] PAYLOAD
 
@@ -66,6 +70,12 @@ flags:
 	if *parts != "" {
 		opts.Partitions = strings.Split(*parts, ",")
 	}
+	if snap.dir != "" {
+		if err := snap.check(); err != nil {
+			return err
+		}
+		snap.old = *old
+	}
 	if opts.Limits, err = trust.limits("apply-cow"); err != nil {
 		return err
 	}
@@ -74,6 +84,11 @@ flags:
 		return err
 	}
 	defer p.Close()
+	if snap.dir != "" {
+		if err := snap.begin(); err != nil {
+			return err
+		}
+	}
 	bar := progress.New(stderr, "")
 	if bar != nil {
 		opts.Progress = bar.Update
@@ -83,6 +98,11 @@ flags:
 	bar.Finish()
 	if err != nil {
 		return err
+	}
+	if snap.dir != "" {
+		if err := snap.finish(p, res, *out); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		return writeJSON(stdout, map[string]any{"partitions": res, "seconds": time.Since(start).Seconds()})

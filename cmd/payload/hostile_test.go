@@ -21,7 +21,7 @@ import (
 	"github.com/vabc-go/vabc/update_engine/payload/payloadtest"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/hostile from the generators")
+var updateHostile = flag.Bool("update", false, "rewrite testdata/hostile from the generators")
 
 // hostileDir holds the crafted payloads small enough to commit (≤ 64 KiB);
 // larger ones are generated into a temp dir by the same code.
@@ -271,7 +271,7 @@ func TestHostileCorpus(t *testing.T) {
 	cases := hostileCases()
 	bin := buildBinary(t)
 	gen := t.TempDir()
-	if *update {
+	if *updateHostile {
 		os.MkdirAll(hostileDir, 0o755)
 	}
 	var table strings.Builder
@@ -282,11 +282,11 @@ func TestHostileCorpus(t *testing.T) {
 			file := tc.name + ".bin"
 			path := filepath.Join(hostileDir, file)
 			raw, err := os.ReadFile(path)
-			if err != nil || *update {
+			if err != nil || *updateHostile {
 				raw = tc.gen()
 				if len(raw) > maxCommitted {
 					path = filepath.Join(gen, file)
-				} else if !*update {
+				} else if !*updateHostile {
 					t.Fatalf("%s is missing; run go test -run TestHostileCorpus -update", path)
 				}
 				if err := os.WriteFile(path, raw, 0o644); err != nil {

@@ -33,6 +33,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,6 +76,7 @@ type config struct {
 	fuseMount     string
 	dmUserDir     string
 	allowUID      string
+	aliveFile     string
 	verbose       bool
 	mergeThreads  int
 	mergeNice     int
@@ -128,6 +130,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.fuseMount, "fuse_mount", "", "export every handler as the read-only file DIR/<misc> through FUSE instead of dm-user")
 	fs.StringVar(&c.dmUserDir, "dm_user_dir", "/dev/dm-user", "directory of dm-user control nodes")
 	fs.StringVar(&c.allowUID, "allow_uid", "", "comma-separated uids besides root allowed on the control socket")
+	fs.StringVar(&c.aliveFile, "daemon_alive_indicator", "/metadata/ota/daemon-alive-indicator", "with -no_socket: file set to \"1\" once every handler runs (init waits for it at the SELinux transition); skipped when its directory is missing")
 	fs.BoolVar(&c.verbose, "v", false, "debug logging")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: snapuserd [flags] [misc,cow,backing,base ...]\n\n"+
@@ -259,6 +262,7 @@ func serve(ctx context.Context, c *config, log *slog.Logger, stdout io.Writer) e
 			}
 			log.Info("handler started", "misc", req.Misc, "sectors", n)
 		}
+		writeAliveIndicator(c.aliveFile, log)
 		// WaitForSocket: once a snapuserd_proxy appears (second-stage init
 		// starts snapuserd -socket_handoff), take over the control socket.
 		proxyPath := proto.ProxyPath(c.socket)
@@ -369,6 +373,24 @@ func handoff(ctx context.Context, c *config, log *slog.Logger) error {
 	defer proxy.Close()
 	log.Info("snapuserd_proxy ready", "proxy", proxyPath)
 	return proto.ServeHandoff(ctx, proxy, ul)
+}
+
+// writeAliveIndicator writes "1" to the daemon-alive indicator (AOSP: plain
+// write, no fsync; only its existence matters). A missing directory (no
+// /metadata/ota on a Linux host) skips it.
+func writeAliveIndicator(path string, log *slog.Logger) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		log.Debug("daemon-alive indicator skipped", "path", path, "err", err)
+		return
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		log.Error("daemon-alive indicator", "path", path, "err", err)
+		return
+	}
+	log.Info("daemon-alive indicator written", "path", path)
 }
 
 // mapperDevice is the partition's device-mapper node for update-verify, or

@@ -447,13 +447,20 @@ func TestSocketHandoff(t *testing.T) {
 	f := tr.WriteFiles(t, t.TempDir())
 	dir := t.TempDir()
 	sock, mnt := filepath.Join(dir, "snapuserd"), filepath.Join(dir, "mnt")
+	alive := filepath.Join(dir, "daemon-alive-indicator")
 	os.Mkdir(mnt, 0o755)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(t.Context(), []string{"-no_socket", "-socket", sock, "-fuse_mount", mnt, "system," + f.Cow + "," + f.Source + "," + f.Base}, io.Discard, io.Discard)
+		done <- run(t.Context(), []string{"-no_socket", "-socket", sock, "-fuse_mount", mnt, "-daemon_alive_indicator", alive,
+			"system," + f.Cow + "," + f.Source + "," + f.Base}, io.Discard, io.Discard)
 	}()
 	if err := run(t.Context(), []string{"-socket-handoff", "-socket", sock}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("proxy: %v", err)
+	}
+	// Every handler ran before the daemon took the socket: the indicator
+	// init waits for at the transition is there.
+	if b, err := os.ReadFile(alive); err != nil || string(b) != "1" {
+		t.Fatalf("daemon-alive indicator: %q %v", b, err)
 	}
 	c, err := client.Connect(t.Context(), sock, 5*time.Second)
 	if err != nil {

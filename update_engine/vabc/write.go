@@ -3,6 +3,7 @@ package vabc
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -134,7 +135,15 @@ func writePartition(ctx context.Context, p *payload.Payload, pu *metadata.Partit
 			if err != nil {
 				return pw.res, err
 			}
-			pw.src, pw.srcSz = f, fi.Size()
+			sz := fi.Size()
+			if fi.Mode()&os.ModeDevice != 0 {
+				// A block device (on a device the source partition itself):
+				// Stat says 0, its end is its size.
+				if sz, err = f.Seek(0, io.SeekEnd); err != nil {
+					return pw.res, fmt.Errorf("vabc: size of source %s: %w", f.Name(), err)
+				}
+			}
+			pw.src, pw.srcSz = f, sz
 		}
 	}
 	srcBlocks := uint64(pw.srcSz / bs)
