@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/internal/progress"
 	"github.com/vabc-go/vabc/update_engine/vabc"
 )
@@ -54,16 +55,16 @@ flags:
 	}
 	if *out == "" {
 		fs.Usage()
-		return usageError{"apply-cow: -o DIR is required"}
+		return &cli.UsageError{Msg: "apply-cow: -o DIR is required"}
 	}
 	opts := vabc.Options{OutDir: *out, OldDir: *old, CowVersion: uint32(*version), Compression: *comp, DisableXOR: *noXor, SkipVerify: *noVerify, Threads: *threads}
 	if *version != 0 && *version != 2 && *version != 3 {
-		return usageError{fmt.Sprintf("apply-cow: --cow-version %d: want 2 or 3", *version)}
+		return &cli.UsageError{Msg: fmt.Sprintf("apply-cow: --cow-version %d: want 2 or 3", *version)}
 	}
 	if *factor != "" {
 		f, err := parseSize(*factor)
 		if err != nil || f <= 0 {
-			return usageError{fmt.Sprintf("apply-cow: --compression-factor %q: want a size such as 64K", *factor)}
+			return &cli.UsageError{Msg: fmt.Sprintf("apply-cow: --compression-factor %q: want a size such as 64K", *factor)}
 		}
 		opts.CompressionFactor = uint64(f)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/vabc-go/vabc/init/stack"
 	"github.com/vabc-go/vabc/init/state"
 	"github.com/vabc-go/vabc/init/update"
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/vabc"
 )
@@ -30,13 +31,13 @@ type snapshotState struct {
 
 func (s *snapshotState) check() error {
 	if _, err := bootctl.SlotOf(s.target); err != nil {
-		return usageError{fmt.Sprintf("apply-cow: --target-slot: %v", err)}
+		return &cli.UsageError{Msg: fmt.Sprintf("apply-cow: --target-slot: %v", err)}
 	}
 	if s.source == "" {
 		s.source = bootctl.Suffix(1 - must(bootctl.SlotOf(s.target)))
 	}
 	if _, err := bootctl.SlotOf(s.source); err != nil || s.source == s.target {
-		return usageError{fmt.Sprintf("apply-cow: --source-slot %q with target %q", s.source, s.target)}
+		return &cli.UsageError{Msg: fmt.Sprintf("apply-cow: --source-slot %q with target %q", s.source, s.target)}
 	}
 	return nil
 }

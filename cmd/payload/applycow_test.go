@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/testdata/imagegen"
 	"github.com/vabc-go/vabc/update_engine/generate"
 	"github.com/vabc-go/vabc/update_engine/payload"
@@ -122,7 +122,7 @@ func TestApplyCOW(t *testing.T) {
 		{"apply-cow", "-o", dir, "--cow-version", "4", pp},
 		{"apply-cow", "-o", dir, "--compression-factor", "lots", pp},
 	} {
-		if _, _, err := runCmd(t, args...); !errors.As(err, new(usageError)) {
+		if _, _, err := runCmd(t, args...); !cli.IsUsage(err) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}

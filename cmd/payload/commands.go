@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/internal/progress"
 	"github.com/vabc-go/vabc/update_engine/apply"
 	"github.com/vabc-go/vabc/update_engine/ops"
@@ -29,11 +29,7 @@ func newFlags(name, usageLine string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+func writeJSON(w io.Writer, v any) error { return cli.WriteJSON(w, v) }
 
 type partInfo struct {
 	Name          string         `json:"name"`
@@ -188,7 +184,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *keyPath != "" && *otacerts != "" {
-		return usageError{"verify: --key and --otacerts are exclusive"}
+		return &cli.UsageError{Msg: "verify: --key and --otacerts are exclusive"}
 	}
 	var keys sign.Keys
 	switch {

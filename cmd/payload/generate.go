@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/update_engine/generate"
 	"github.com/vabc-go/vabc/update_engine/sign"
 )
@@ -79,19 +80,19 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if len(pos) != 0 {
-		return usageError{fmt.Sprintf("generate: unexpected arguments %q", pos)}
+		return &cli.UsageError{Msg: fmt.Sprintf("generate: unexpected arguments %q", pos)}
 	}
 	if target == "" || *out == "" {
 		fs.Usage()
-		return usageError{"generate: --target and -o are required"}
+		return &cli.UsageError{Msg: "generate: --target and -o are required"}
 	}
 	chunkSize, err := parseSize(*chunk)
 	if err != nil {
-		return usageError{fmt.Sprintf("generate: --chunk: %v", err)}
+		return &cli.UsageError{Msg: fmt.Sprintf("generate: --chunk: %v", err)}
 	}
 	comps, err := generate.ParseCompressions(*compression)
 	if err != nil {
-		return usageError{err.Error()}
+		return &cli.UsageError{Msg: err.Error()}
 	}
 	if comps == nil {
 		comps = []generate.Compression{}
@@ -115,21 +116,21 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if *factor != "" {
 			f, err := parseSize(*factor)
 			if err != nil {
-				return usageError{fmt.Sprintf("generate: --compression-factor: %v", err)}
+				return &cli.UsageError{Msg: fmt.Sprintf("generate: --compression-factor: %v", err)}
 			}
 			v.CompressionFactor = uint64(f)
 		}
 		cfg.VABC = v
 	} else if *factor != "" {
-		return usageError{"generate: --compression-factor needs --vabc"}
+		return &cli.UsageError{Msg: "generate: --compression-factor needs --vabc"}
 	}
 	if *verityOn {
 		if *verityOut == "" {
-			return usageError{"generate: --verity needs --verity-out DIR (the extended images the payload updates between)"}
+			return &cli.UsageError{Msg: "generate: --verity needs --verity-out DIR (the extended images the payload updates between)"}
 		}
 		cfg.Verity = &generate.Verity{Algorithm: *verityAlg, Seed: *veritySeed, FECRoots: *fecRoots}
 	} else if *verityOut != "" {
-		return usageError{"generate: --verity-out needs --verity"}
+		return &cli.UsageError{Msg: "generate: --verity-out needs --verity"}
 	}
 	if *keys != "" {
 		for _, k := range strings.Split(*keys, ",") {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/testdata/imagegen"
 )
 
@@ -108,7 +109,7 @@ func TestGenerateUsage(t *testing.T) {
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
 			_, err := runGen(t, args...)
-			if _, ok := err.(usageError); !ok {
+			if _, ok := err.(*cli.UsageError); !ok {
 				t.Fatalf("err = %v, want a usage error", err)
 			}
 		})

@@ -20,12 +20,9 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/vabc-go/vabc/internal/cli"
 )
-
-// usageError makes main exit with status 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
 
 type command struct {
 	name, summary string
@@ -61,7 +58,7 @@ examples:
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)
-		return usageError{"no command"}
+		return &cli.UsageError{Msg: "no command"}
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
@@ -73,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	usage(stderr)
-	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+	return &cli.UsageError{Msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 // parseFlags parses flags that may come before or after positional
@@ -85,7 +82,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, usageError{err.Error()}
+			return nil, &cli.UsageError{Msg: err.Error()}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -103,7 +100,7 @@ func onePayload(fs *flag.FlagSet, args []string) (string, error) {
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return "", usageError{fmt.Sprintf("%s: want exactly one PAYLOAD argument, got %d", fs.Name(), len(pos))}
+		return "", &cli.UsageError{Msg: fmt.Sprintf("%s: want exactly one PAYLOAD argument, got %d", fs.Name(), len(pos))}
 	}
 	return pos[0], nil
 }
@@ -130,14 +127,9 @@ func main() {
 		err = fmt.Errorf("stopped: %w", context.Cause(ctx)) // "interrupt signal received"
 	}
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.As(err, new(usageError)):
+	if code := cli.ExitCode(err); code != 0 {
 		fmt.Fprintln(os.Stderr, "payload:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "payload:", err)
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
 

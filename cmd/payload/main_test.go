@@ -8,13 +8,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/update_engine/metadata"
 	"github.com/vabc-go/vabc/update_engine/payload/payloadtest"
 )
@@ -122,11 +122,11 @@ func TestExtract(t *testing.T) {
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"bogus"}, {"info"}, {"info", "a", "b"}, {"extract", "--nope", "x"}} {
 		_, _, err := runCmd(t, args...)
-		if !errors.As(err, new(usageError)) {
+		if !cli.IsUsage(err) {
 			t.Errorf("%v: error %v, want usage error", args, err)
 		}
 	}
-	if _, _, err := runCmd(t, "info", "/nonexistent"); err == nil || errors.As(err, new(usageError)) {
+	if _, _, err := runCmd(t, "info", "/nonexistent"); err == nil || cli.IsUsage(err) {
 		t.Errorf("missing file: %v", err)
 	}
 }

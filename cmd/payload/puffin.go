@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/update_engine/puffin"
 )
 
@@ -35,7 +36,7 @@ func runPuffpatch(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if len(pos) != 0 || *src == "" || *patchPath == "" || *out == "" {
 		fs.Usage()
-		return usageError{"puffpatch needs --src, --patch and -o"}
+		return &cli.UsageError{Msg: "puffpatch needs --src, --patch and -o"}
 	}
 	s, err := readBounded(*src)
 	if err != nil {
@@ -71,7 +72,7 @@ func runPuffdiff(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if len(pos) != 0 || *src == "" || *dst == "" || *out == "" {
 		fs.Usage()
-		return usageError{"puffdiff needs --src, --dst and -o"}
+		return &cli.UsageError{Msg: "puffdiff needs --src, --dst and -o"}
 	}
 	s, err := readBounded(*src)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/update_engine/payload"
 	"github.com/vabc-go/vabc/update_engine/sign"
 )
@@ -32,7 +33,7 @@ func (t *trustFlags) limits(cmd string) (payload.Limits, error) {
 	lim := payload.Limits{AllowUnhashed: t.allowUnhashed}
 	n, err := parseSize(t.maxPartitionSize)
 	if err != nil {
-		return lim, usageError{fmt.Sprintf("%s: --max-partition-size %q: want a size such as 64G", cmd, t.maxPartitionSize)}
+		return lim, &cli.UsageError{Msg: fmt.Sprintf("%s: --max-partition-size %q: want a size such as 64G", cmd, t.maxPartitionSize)}
 	}
 	lim.MaxPartitionSize = n
 	return lim, nil
@@ -44,7 +45,7 @@ func (t *trustFlags) limits(cmd string) (payload.Limits, error) {
 // one-line reason. Without a key a warning says nothing was authenticated.
 func (t *trustFlags) open(ctx context.Context, cmd, path string, stderr io.Writer) (*payload.Payload, error) {
 	if t.key != "" && t.otacerts != "" {
-		return nil, usageError{cmd + ": --key and --otacerts are exclusive"}
+		return nil, &cli.UsageError{Msg: cmd + ": --key and --otacerts are exclusive"}
 	}
 	var keys sign.Keys
 	var err error

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/snapuserd/merge"
 	"github.com/vabc-go/vabc/testdata/imagegen"
 )
@@ -116,7 +117,7 @@ func TestGenerateVerity(t *testing.T) {
 	} {
 		if _, err := runGen(t, args...); err == nil {
 			t.Errorf("%q accepted", args)
-		} else if _, ok := err.(usageError); !ok {
+		} else if _, ok := err.(*cli.UsageError); !ok {
 			t.Errorf("%q: %v, want a usage error", args, err)
 		}
 	}

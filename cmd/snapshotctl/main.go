@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/snapuserd/client"
 	"github.com/vabc-go/vabc/snapuserd/proto"
 )
@@ -33,17 +34,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
+	code := cli.ExitCode(err)
+	if code != 0 && !errors.Is(err, errUsage) { // errUsage: the usage text is out already
 		fmt.Fprintln(os.Stderr, "snapshotctl:", err)
-		os.Exit(1)
 	}
+	os.Exit(code)
 }
 
-var errUsage = errors.New("usage")
+// errUsage is a command-line mistake whose usage text has been printed.
+var errUsage error = &cli.UsageError{Msg: "usage"}
 
 type env struct {
 	ctx       context.Context

@@ -38,6 +38,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/vabc-go/vabc/internal/cli"
 	"github.com/vabc-go/vabc/kernel/fuse"
 	"github.com/vabc-go/vabc/snapuserd"
 	"github.com/vabc-go/vabc/snapuserd/legacy"
@@ -48,17 +49,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
+	code := cli.ExitCode(err)
+	if code != 0 && !errors.Is(err, errUsage) { // errUsage: the usage text is out already
 		fmt.Fprintln(os.Stderr, "snapuserd:", err)
-		os.Exit(1)
 	}
+	os.Exit(code)
 }
 
-var errUsage = errors.New("usage")
+// errUsage is a command-line mistake whose usage text has been printed.
+var errUsage error = &cli.UsageError{Msg: "usage"}
 
 // testFrontend, set only by this package's tests (in a re-executed test
 // binary acting as the daemon), replaces the dm-user/FUSE frontend.
