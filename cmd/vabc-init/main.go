@@ -75,9 +75,30 @@ const (
 	waitLimit = 90 * time.Second
 )
 
+const usage = `usage: vabc-init   (as PID 1 of the OTA VM only)
+
+The PID-1 program of the OTA VM (e2e/ota.sh): bootloader, first-stage init,
+the daemon transition and socket hand-off, update_verifier and the after-boot
+merge. It takes no arguments: it reads the kernel command line.
+
+kernel command line:
+  vabc.apply=1      install /ota/payload.bin (payload apply-cow --snapshot-state), switch slots
+  vabc.badbuild=1   a build booted from snapshots fails before marking the boot successful
+  vabc.tries=N      boot tries of the new slot (default 6)
+  vabc.poll=MS      merge poll interval (default 200)
+
+examples:
+  vabc-init                                  # as /init in the initramfs built by e2e/ota.sh
+  qemu-system-x86_64 ... -append 'rdinit=/init vabc.apply=1'   # boot 1: install the OTA
+`
+
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--help" || os.Args[1] == "-help" || os.Args[1] == "-h") {
+		fmt.Print(usage)
+		return
+	}
 	if os.Getpid() != 1 {
-		fmt.Fprintln(os.Stderr, "vabc-init: this is the OTA VM's /init; it only runs as PID 1")
+		fmt.Fprint(os.Stderr, "vabc-init: this is the OTA VM's /init; it only runs as PID 1\n\n", usage)
 		os.Exit(2)
 	}
 	err := run()
