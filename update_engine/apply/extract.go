@@ -199,7 +199,7 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 		cost int64
 	}
 	tasks := make(chan task)
-	mem := newBudget(limit)
+	mem := ops.NewBudget(limit)
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	finish := func(j *partJob) {
@@ -212,7 +212,7 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 			for t := range tasks {
 				op := t.j.pu.Operations[t.i]
 				err := runOp(ctx, p, op, t.j, bs)
-				mem.release(t.cost)
+				mem.Release(t.cost)
 				if err != nil {
 					cancel(&payload.OpError{Partition: t.j.pu.GetPartitionName(), Index: t.i, Type: op.GetType(), Err: err})
 					continue
@@ -236,13 +236,13 @@ feed:
 	for _, j := range jobs {
 		for i, op := range j.pu.Operations {
 			c := min(opCost(op, bs), limit)
-			if !mem.acquire(ctx, c) {
+			if !mem.Acquire(ctx, c) {
 				break feed
 			}
 			select {
 			case tasks <- task{j, i, c}:
 			case <-ctx.Done():
-				mem.release(c)
+				mem.Release(c)
 				break feed
 			}
 		}
@@ -332,44 +332,4 @@ func finishPartition(ctx context.Context, j *partJob, bs int64) error {
 	j.tmp = nil
 	j.res.Name, j.res.Path, j.res.Size, j.res.SHA256 = name, j.final, j.size, fmt.Sprintf("%x", sum)
 	return nil
-}
-
-// budget is a counting semaphore over bytes.
-type budget struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	avail int64
-}
-
-func newBudget(n int64) *budget {
-	b := &budget{avail: n}
-	b.cond = sync.NewCond(&b.mu)
-	return b
-}
-
-// acquire waits until n bytes are available or ctx ends.
-func (b *budget) acquire(ctx context.Context, n int64) bool {
-	stop := context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer stop()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for b.avail < n {
-		if ctx.Err() != nil {
-			return false
-		}
-		b.cond.Wait()
-	}
-	b.avail -= n
-	return true
-}
-
-func (b *budget) release(n int64) {
-	b.mu.Lock()
-	b.avail += n
-	b.cond.Broadcast()
-	b.mu.Unlock()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/update_engine/metadata"
@@ -65,52 +64,6 @@ func bufferCost(op *metadata.InstallOperation, bs int64) int64 {
 	return min(ops.ExtentBytes(op.DstExtents, bs), maxOpBuffer)
 }
 
-// budget is a counting semaphore over bytes.
-type budget struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	avail int64
-}
-
-func newBudget(n int64) *budget {
-	b := &budget{avail: n}
-	b.cond = sync.NewCond(&b.mu)
-	return b
-}
-
-// acquire waits until n bytes are available or ctx ends.
-func (b *budget) acquire(ctx context.Context, n int64) bool {
-	if n == 0 {
-		return ctx.Err() == nil
-	}
-	stop := context.AfterFunc(ctx, func() {
-		b.mu.Lock()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer stop()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for b.avail < n {
-		if ctx.Err() != nil {
-			return false
-		}
-		b.cond.Wait()
-	}
-	b.avail -= n
-	return true
-}
-
-func (b *budget) release(n int64) {
-	if n == 0 {
-		return
-	}
-	b.mu.Lock()
-	b.avail += n
-	b.cond.Broadcast()
-	b.mu.Unlock()
-}
-
 // run writes install operations next… and the end label; saved is called
 // after each durable label.
 func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) error) error {
@@ -120,7 +73,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 		defer cancel()
 		threads := max(pw.threds, 1)
 		queue := make(chan *pending, 2*threads)
-		mem := newBudget(maxOpBuffer)
+		mem := ops.NewBudget(maxOpBuffer)
 		go func() {
 			defer close(queue)
 			sem := make(chan struct{}, threads)
@@ -141,7 +94,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 				// Buffers live until the op is applied: bound the bytes
 				// held by computed-but-unapplied ops, not only the number
 				// computing at once.
-				if !mem.acquire(ctx, pd.cost) {
+				if !mem.Acquire(ctx, pd.cost) {
 					<-sem
 					pd.cost = 0
 					pd.err = ctx.Err()
@@ -159,7 +112,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 			cancel()
 			for pd := range queue {
 				<-pd.done
-				mem.release(pd.cost)
+				mem.Release(pd.cost)
 			}
 		}
 		for i := int(next); i < len(opsList); i++ {
@@ -173,7 +126,7 @@ func (pw *partWriter) run(ctx context.Context, next uint64, saved func(uint64) e
 				pd.err = pw.apply(ctx, pd.acts)
 			}
 			pd.acts = nil
-			mem.release(pd.cost)
+			mem.Release(pd.cost)
 			if pd.err == nil {
 				pd.err = pw.w.AddLabel(uint64(i + 1))
 				if pd.err == nil {
