@@ -13,6 +13,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 pkgs=(
 	e2fsprogs      # mkfs.ext4 / debugfs for realistic test images
+	erofs-utils    # mkfs.erofs: EROFS lz4hc images for the erofs parser and the --lz4diff round trips
 	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench and codec interop tests
 	python3 python3-lz4   # C liblz4 block API for the lz4 interop test
 	liblz4-dev     # lz4hc.h + liblz4.so: the test-only C helper proving the Go LZ4 HC port bit-exact (lz4diff)
