@@ -500,7 +500,7 @@ func (fs *FS) compactIndexes(ino *Inode, ebase int64, total uint64, lbits int, h
 	rest := total - init4 - n2
 	// bytes: initial 4B packs, 2B packs, then 4B packs (the last one may be
 	// half used)
-	nbytes := init4*4 + n2*2 + (rest+1)/2*8
+	nbytes := (init4+1)/2*8 + n2*2 + (rest+1)/2*8
 	if nbytes > uint64(fs.size) {
 		return nil, 0, bad(ebase, "inode %d: %d compact index bytes cannot fit in the image", ino.Nid, nbytes)
 	}
@@ -571,7 +571,7 @@ func (fs *FS) compactIndexes(ino *Inode, ebase int64, total uint64, lbits int, h
 	if err := decodePacks(p, init4, 2, 8); err != nil {
 		return nil, 0, err
 	}
-	p += int(init4 * 4)
+	p += int((init4 + 1) / 2 * 8)
 	if err := decodePacks(p, n2, 16, 32); err != nil {
 		return nil, 0, err
 	}

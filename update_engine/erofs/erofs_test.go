@@ -242,14 +242,17 @@ func TestCorruptImages(t *testing.T) {
 	}
 }
 
-// walkAll opens, walks and reads everything, returning the first error.
+// walkAll opens, walks and reads everything (each inode once), returning
+// the first error.
 func walkAll(img []byte) error {
 	fs, err := Open(bytes.NewReader(img), int64(len(img)))
 	if err != nil {
 		return err
 	}
+	read := map[uint64]bool{}
 	return fs.Walk(func(f File) error {
-		if f.Type == TypeRegular || f.Type == TypeSymlink {
+		if (f.Type == TypeRegular || f.Type == TypeSymlink) && !read[f.Inode.Nid] {
+			read[f.Inode.Nid] = true
 			if _, err := fs.Extents(f.Inode); err != nil {
 				return err
 			}
