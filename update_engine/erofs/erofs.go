@@ -659,7 +659,7 @@ func (fs *FS) buildExtents(ino *Inode, lcs []lcluster, L uint64, idxEnd int64, h
 				return nil, bad(lc.off, "inode %d: pcluster of %d blocks at block %d lies outside the image", ino.Nid, blocks, lc.pblk)
 			}
 		}
-		if !e.Encoded && !e.Inline && e.LogicalLen > uint64(e.PhysLen) {
+		if !e.Encoded && e.LogicalLen > uint64(e.PhysLen) {
 			return nil, bad(lc.off, "inode %d: uncompressed extent of %d bytes in a %d-byte pcluster", ino.Nid, e.LogicalLen, e.PhysLen)
 		}
 		out = append(out, e)
@@ -703,6 +703,9 @@ func (fs *FS) readData(ino *Inode, limit uint64) ([]byte, error) {
 		if !e.Encoded {
 			if e.Interlaced {
 				return nil, unsupported(e.Physical, "inode %d: interlaced uncompressed pcluster", ino.Nid)
+			}
+			if e.LogicalLen > uint64(len(raw)) {
+				return nil, bad(e.Physical, "inode %d: %d uncompressed bytes in a %d-byte pcluster", ino.Nid, e.LogicalLen, len(raw))
 			}
 			out = append(out, raw[:e.LogicalLen]...)
 			continue
