@@ -42,8 +42,17 @@ type Config struct {
 	// DisablePuffdiff turns off PUFFDIFF operations (otherwise tried, from
 	// minor version 5, for changed data holding zip entries or gzip files).
 	DisablePuffdiff bool
-	Threads         int // worker goroutines (default 1); output does not depend on it
-	VABC            *VABC
+	// LZ4Diff turns on LZ4DIFF_BSDIFF / LZ4DIFF_PUFFDIFF operations
+	// (minor version ≥ 9; off by default, as in AOSP) for the changed
+	// LZ4-compressed files of EROFS images (see planLZ4Diff).
+	LZ4Diff bool
+	// LZ4DiffCompression is the mkfs.erofs -z compressor the target image
+	// was built with ("lz4", "lz4hc" or "lz4hc,N"; default
+	// DefaultLZ4DiffCompression): recorded in every LZ4DIFF header for the
+	// client's re-compression.
+	LZ4DiffCompression string
+	Threads            int // worker goroutines (default 1); output does not depend on it
+	VABC               *VABC
 	// Verity, if set, appends a dm-verity hash tree and FEC to every image
 	// (old and new) and, in incremental payloads, sets hash_tree_* / fec_*
 	// and leaves those blocks to update_engine (see Verity).
@@ -106,6 +115,7 @@ func (c *Config) normalize() error {
 	for _, cm := range c.Compressions {
 		zstdOn = zstdOn || cm == ZSTD
 	}
+	cfgMinorDefault := c.MinorVersion <= 0
 	if c.MinorVersion <= 0 {
 		switch {
 		case !delta:
@@ -114,6 +124,20 @@ func (c *Config) normalize() error {
 			c.MinorVersion = zstdMinor
 		default:
 			c.MinorVersion = defaultDeltaMinor
+		}
+	}
+	if c.LZ4Diff {
+		if c.LZ4DiffCompression == "" {
+			c.LZ4DiffCompression = DefaultLZ4DiffCompression
+		}
+		if _, _, err := ParseLZ4DiffCompression(c.LZ4DiffCompression); err != nil {
+			return err
+		}
+		if delta && cfgMinorDefault && c.MinorVersion < lz4diffMinor {
+			c.MinorVersion = lz4diffMinor
+		}
+		if delta && c.MinorVersion < lz4diffMinor {
+			return fmt.Errorf("generate: LZ4DIFF needs minor version ≥ %d (have %d)", lz4diffMinor, c.MinorVersion)
 		}
 	}
 	if !delta && c.MinorVersion != 0 {

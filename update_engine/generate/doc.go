@@ -19,6 +19,23 @@
 // tried against each window too and wins when smaller; it is applied once
 // before it is accepted (Config.DisablePuffdiff, `--no-puffdiff`, turns it
 // off). PUFFDIFF operations get no COW_XOR hints, as in update_engine.
+//
+// With Config.LZ4Diff (`--lz4diff`, off by default as in AOSP; minor ≥ 9)
+// and EROFS source and target images (update_engine/erofs), every changed
+// LZ4-compressed file of the target that has a compressed file of the same
+// path in the source gets one LZ4DIFF_BSDIFF operation over all its blocks
+// (LZ4DIFF_PUFFDIFF when the decompressed data holds deflate streams and the
+// puffdiff is smaller), built as AOSP's lz4diff does: both sides
+// decompressed, an inner BSDF2 patch between them, and for every target
+// pcluster the sha256 of what re-compressing with
+// Config.LZ4DiffCompression (mkfs.erofs' -z value; EROFS does not record
+// it; default lz4hc,9, mkfs.erofs' default and what AOSP records) gives,
+// plus a BSDIFF40 postfix patch wherever that differs from the real
+// pcluster. The operation is applied once before it is accepted and kept
+// only when smaller than the best REPLACE (plus the diff overhead AOSP
+// charges) and than a BROTLI_BSDIFF of the same blocks; otherwise the
+// file's blocks go through the normal choice above. LZ4DIFF operations get
+// no COW_XOR hints.
 // Operations carry data_sha256_hash and (minor ≥ 3) src_sha256_hash; every
 // partition carries old/new partition_info; blobs are contiguous in manifest
 // order (spec §1.2).

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash/crc64"
+	"sort"
 	"sync"
 
 	"github.com/vabc-go/vabc/update_engine/bsdiff"
@@ -19,6 +20,7 @@ const (
 	clChanged = iota
 	clCopy
 	clZero
+	clClaimed // written by an LZ4DIFF operation
 )
 
 // xorMap maps one destination block to a source byte position (COW_XOR).
@@ -171,6 +173,17 @@ func (c *Config) planDelta(p Partition, nb int) *partPlan {
 			}
 		}
 	}
+	var lz4Units []*unit
+	if c.lz4diffOK() {
+		var claimed []bool
+		if lz4Units, claimed = c.planLZ4Diff(p, nb, class); claimed != nil {
+			for i, cl := range claimed {
+				if cl {
+					class[i] = clClaimed
+				}
+			}
+		}
+	}
 	pp := &partPlan{p: p}
 	for i := 0; i < nb; {
 		start := i
@@ -184,6 +197,7 @@ func (c *Config) planDelta(p Partition, nb int) *partPlan {
 		}
 		n := i - start
 		switch cl {
+		case clClaimed:
 		case clZero:
 			u := &unit{op: opOf(metadata.InstallOperation_ZERO)}
 			u.op.DstExtents = []*metadata.Extent{ext(start, n)}
@@ -235,7 +249,19 @@ func (c *Config) planDelta(p Partition, nb int) *partPlan {
 			pp.units = append(pp.units, u)
 		}
 	}
+	if len(lz4Units) > 0 {
+		pp.units = append(pp.units, lz4Units...)
+		sort.SliceStable(pp.units, func(a, b int) bool { return unitStart(pp.units[a]) < unitStart(pp.units[b]) })
+	}
 	return pp
+}
+
+// unitStart is the first destination block of a unit.
+func unitStart(u *unit) int {
+	if u.op != nil && len(u.op.DstExtents) > 0 {
+		return int(u.op.DstExtents[0].GetStartBlock())
+	}
+	return u.dstStart
 }
 
 // run computes a worker unit: the best REPLACE, or a bsdiff patch when smaller.
