@@ -22,11 +22,23 @@ const generateUsage = `generate --target DIR [--source DIR] [-p a,b] -o payload.
 	[--block-size 4096] [--chunk 2MiB] [--compression xz,bz2|zstd|none] [--minor N]
 	[--vabc --cow-version 2|3 --vabc-compression lz4 --compression-factor 64K] [--xor=false]
 	[--verity --verity-out DIR [--verity-seed S] [--verity-alg sha256] [--fec-roots 2]]
+	[--no-diff] [--no-puffdiff] [--lz4diff [--erofs-compression lz4hc,9]]
 	[--threads N] [--zip OTA.zip] [--properties FILE] [--json]
 
 Builds a payload from DIR/<partition>.img images: a full payload without
---source, an incremental one (SOURCE_COPY, BROTLI_BSDIFF, ZERO, REPLACE_*)
-with it. --new/--old are aliases of --target/--source.
+--source, an incremental one (SOURCE_COPY, BROTLI_BSDIFF, PUFFDIFF, ZERO,
+REPLACE_*) with it. --new/--old are aliases of --target/--source.
+
+--lz4diff (off by default, as in AOSP; needs minor version 9 or more, the
+default becomes 9) emits LZ4DIFF_BSDIFF / LZ4DIFF_PUFFDIFF operations for the
+changed LZ4-compressed files of EROFS images: the client decompresses the
+source file, patches it and re-compresses it with liblz4. --erofs-compression
+says how mkfs.erofs compressed the target (its -z value: lz4, lz4hc or
+lz4hc,N; default lz4hc,9, which is what -zlz4hc means); EROFS images do not
+record it. Each operation is checked by applying it, carries postfix patches
+for clusters the re-compression does not reproduce, and is used only where it
+is smaller than the other operation types. Example:
+	payload generate --source old --target new --lz4diff -o payload.bin
 
 --verity treats every given image as the data (filesystem) region of a
 verity-enabled partition, as AOSP builds them: the generator appends a
@@ -56,7 +68,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	blockSize := fs.Int("block-size", 4096, "block size in bytes")
 	chunk := fs.String("chunk", "2MiB", "largest destination size of one REPLACE / diff operation")
 	compression := fs.String("compression", "xz,bz2", "REPLACE compressions to choose from (xz, bz2, zstd, none); the smallest wins")
-	minor := fs.Int("minor", -1, "minor version (default: 0 full, 8 incremental, 10 with zstd)")
+	minor := fs.Int("minor", -1, "minor version (default: 0 full, 8 incremental, 9 with --lz4diff, 10 with zstd)")
 	vabc := fs.Bool("vabc", false, "add Virtual A/B compression metadata (merge operations, COW estimates)")
 	cowVersion := fs.Int("cow-version", 2, "COW format version (2 or 3) with --vabc")
 	vabcCompression := fs.String("vabc-compression", "lz4", "vabc_compression_param with --vabc (e.g. lz4, gz,9, zstd, brotli, none)")
@@ -69,6 +81,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	brotliQuality := fs.Int("brotli-quality", 9, "brotli quality for BSDF2 streams (AOSP uses 11)")
 	noDiff := fs.Bool("no-diff", false, "never emit bsdiff operations")
 	noPuffdiff := fs.Bool("no-puffdiff", false, "never emit PUFFDIFF operations (otherwise tried from minor 5 for zip/gzip data)")
+	lz4diffOn := fs.Bool("lz4diff", false, "emit LZ4DIFF operations for the changed LZ4 files of EROFS images (minor ≥ 9, see below)")
+	erofsCompression := fs.String("erofs-compression", generate.DefaultLZ4DiffCompression, "with --lz4diff: the target's mkfs.erofs -z compressor (lz4, lz4hc, lz4hc,N)")
 	verityOn := fs.Bool("verity", false, "append a dm-verity hash tree and FEC to every image (see below); needs --verity-out")
 	verityOut := fs.String("verity-out", "", "with --verity: write the extended images to DIR/target/ and DIR/source/")
 	veritySeed := fs.String("verity-seed", "vabc-verity", "with --verity: seed of the hash-tree salts (deterministic)")
@@ -108,6 +122,13 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		MaxTimestamp:  *maxTimestamp,
 	}
 	cfg.DisablePuffdiff = *noPuffdiff
+	cfg.LZ4Diff = *lz4diffOn
+	cfg.LZ4DiffCompression = *erofsCompression
+	if *lz4diffOn {
+		if _, _, err := generate.ParseLZ4DiffCompression(*erofsCompression); err != nil {
+			return &cli.UsageError{Msg: "generate: --erofs-compression: " + err.Error()}
+		}
+	}
 	if cfg.Threads <= 0 {
 		cfg.Threads = max(1, runtime.GOMAXPROCS(0))
 	}
