@@ -52,6 +52,18 @@ func tree(t *testing.T, seed uint64) (string, map[string][]byte) {
 	}
 	files["zz-random.bin"] = rnd
 	files["c/e/random.bin"] = append(text(9000), rnd[:7000]...)
+	// runs of uncompressed lclusters between compressed ones: one-block
+	// pclusters next to big ones in the same index pack
+	var mixed []byte
+	big := make([]byte, 1<<16)
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	for i := 0; i < 6; i++ {
+		mixed = append(mixed, big[i*1000:i*1000+4096*(5+i%3)+i*100]...)
+		mixed = append(mixed, text(5000+3000*i)...)
+	}
+	files["c/mixed.bin"] = mixed
 	for p, b := range files {
 		f := filepath.Join(dir, p)
 		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {

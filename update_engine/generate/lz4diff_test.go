@@ -9,6 +9,7 @@ import (
 	"github.com/vabc-go/vabc/testdata/imagegen"
 	"github.com/vabc-go/vabc/update_engine/lz4diff"
 	"github.com/vabc-go/vabc/update_engine/metadata"
+	"github.com/vabc-go/vabc/update_engine/ops"
 )
 
 // TestLZ4DiffErofs: incrementals between two EROFS lz4hc images with
@@ -160,6 +161,47 @@ func TestErofsCompressionLevel(t *testing.T) {
 			}
 			if comp == tc.wrong && same == blocks {
 				t.Errorf("mkfs.erofs %v re-compressed as %s: every block identical, the test cannot tell levels apart", tc.opts, comp)
+			}
+		}
+	}
+}
+
+// BenchmarkLZ4DiffApplyErofs: applying the LZ4DIFF operations of an
+// incremental between two mkfs.erofs lz4hc images (decompress, bspatch,
+// re-compress with LZ4HC-9, check); bytes are the operations' destination
+// bytes.
+func BenchmarkLZ4DiffApplyErofs(b *testing.B) {
+	testtool.Need(b, "mkfs.erofs")
+	old, new, err := imagegen.ErofsPair(b.Context(), b.TempDir(), 11, 32, 256<<10, 16, "-zlz4hc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := Generate(b.Context(), Config{MinorVersion: -1, Partitions: []Partition{{Name: "system", Old: old, New: new}}, Threads: 2, LZ4Diff: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	blobs := res.Payload[res.MetadataSize+res.MetadataSignatureSize:]
+	var lz []*metadata.InstallOperation
+	var n int64
+	for _, op := range res.Manifest.Partitions[0].Operations {
+		if op.GetType() == metadata.InstallOperation_LZ4DIFF_BSDIFF || op.GetType() == metadata.InstallOperation_LZ4DIFF_PUFFDIFF {
+			lz = append(lz, op)
+			for _, e := range op.DstExtents {
+				n += int64(e.GetNumBlocks()) * 4096
+			}
+		}
+	}
+	if len(lz) == 0 {
+		b.Fatal("no LZ4DIFF operations")
+	}
+	img := &memImage{b: make([]byte, len(new))}
+	env := ops.Env{BlockSize: 4096, Source: bytes.NewReader(old), Target: img}
+	b.SetBytes(n)
+	b.ResetTimer()
+	for range b.N {
+		for _, op := range lz {
+			if err := ops.Execute(op, blobs[op.GetDataOffset():op.GetDataOffset()+op.GetDataLength()], env); err != nil {
+				b.Fatal(err)
 			}
 		}
 	}
