@@ -115,6 +115,12 @@ func TestGenerateLZ4DiffErofs(t *testing.T) {
 		}
 		t.Logf("--lz4diff=%v: payload %d bytes, %d LZ4DIFF ops, extract of %d bytes in %v", on, sizes[on], n, len(nw), el)
 	}
+	for _, bad := range [][]string{{"--minor", "8"}, {"--erofs-compression", "lz4hc,13"}, {"--erofs-compression", "zstd"}} {
+		args := append([]string{"--source", oldDir, "--target", newDir, "-o", filepath.Join(t.TempDir(), "p.bin"), "--lz4diff"}, bad...)
+		if out, err := runGen(t, args...); err == nil {
+			t.Errorf("generate --lz4diff %v succeeded:\n%s", bad, out)
+		}
+	}
 	if sizes[true] >= sizes[false] {
 		t.Fatalf("payload with --lz4diff %d bytes, without %d", sizes[true], sizes[false])
 	}
