@@ -1,6 +1,8 @@
 package imagegen
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -77,4 +79,50 @@ func ErofsPair(ctx context.Context, scratch string, seed uint64, files, maxFile,
 		return nil, nil, err
 	}
 	return old, new, nil
+}
+
+// ApkTrees returns old and new trees of APK-like zips as EROFS partitions
+// hold them: each has a large stored entry (uncompressed resources, which
+// LZ4 compresses) and deflated ones; between versions a few bytes of some
+// deflated entries change.
+func ApkTrees(seed uint64, apks int) (old, new Tree) {
+	r := newRand(seed, "apk")
+	for i := 0; i < apks; i++ {
+		var oe, ne []zipEntry
+		for k := 0; k < 4; k++ {
+			d := make([]byte, 4000+r.IntN(20000))
+			method := zip.Deflate
+			if k == 0 {
+				d = make([]byte, 40000+r.IntN(40000))
+				method = zip.Store
+			}
+			fillText(r, d)
+			n := append([]byte(nil), d...)
+			if k > 0 && r.IntN(2) == 0 {
+				editBytes(r, n, 1+r.IntN(3))
+			}
+			oe = append(oe, zipEntry{d, method})
+			ne = append(ne, zipEntry{n, method})
+		}
+		p := fmt.Sprintf("app/App%02d/App%02d.apk", i, i)
+		old = append(old, File{Path: p, Data: zipEntries(oe)})
+		new = append(new, File{Path: p, Data: zipEntries(ne)})
+	}
+	return old, new
+}
+
+type zipEntry struct {
+	data   []byte
+	method uint16
+}
+
+func zipEntries(entries []zipEntry) []byte {
+	var b bytes.Buffer
+	w := zip.NewWriter(&b)
+	for k, e := range entries {
+		f, _ := w.CreateHeader(&zip.FileHeader{Name: fmt.Sprintf("res/r%02d", k), Method: e.method})
+		f.Write(e.data)
+	}
+	w.Close()
+	return b.Bytes()
 }

@@ -25,9 +25,16 @@ func TestLZ4DiffErofs(t *testing.T) {
 		{"lz4hc", []string{"-zlz4hc"}, ""},
 		{"lz4hc-6-bigpcluster", []string{"-zlz4hc,6", "-C16384"}, "lz4hc,6"},
 		{"lz4-legacy", []string{"-zlz4", "-Elegacy-compress"}, "lz4"},
+		{"apk", []string{"-zlz4hc"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			old, new, err := imagegen.ErofsPair(t.Context(), t.TempDir(), 5, 24, 96<<10, 8, tc.opts...)
+			if tc.name == "apk" {
+				ot, nt := imagegen.ApkTrees(3, 6)
+				if old, err = imagegen.MakeErofs(t.Context(), t.TempDir(), ot, tc.opts...); err == nil {
+					new, err = imagegen.MakeErofs(t.Context(), t.TempDir(), nt, tc.opts...)
+				}
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,11 +48,14 @@ func TestLZ4DiffErofs(t *testing.T) {
 					t.Fatalf("lz4diff=%v: incremental payload does not reproduce the image", on)
 				}
 				simulateMerge(t, res.Manifest.Partitions[0], old, new, 4096)
-				n, postfix := 0, 0
+				n, postfix, puff := 0, 0, 0
 				blobs := res.Payload[res.MetadataSize+res.MetadataSignatureSize:]
 				for _, op := range res.Manifest.Partitions[0].Operations {
 					if tp := op.GetType(); tp == metadata.InstallOperation_LZ4DIFF_BSDIFF || tp == metadata.InstallOperation_LZ4DIFF_PUFFDIFF {
 						n++
+						if tp == metadata.InstallOperation_LZ4DIFF_PUFFDIFF {
+							puff++
+						}
 						h, err := lz4diff.ParseHeader(blobs[op.GetDataOffset() : op.GetDataOffset()+op.GetDataLength()])
 						if err != nil {
 							t.Fatal(err)
@@ -70,11 +80,14 @@ func TestLZ4DiffErofs(t *testing.T) {
 				if !on && n != 0 {
 					t.Fatalf("%d LZ4DIFF ops without LZ4Diff", n)
 				}
+				if on && tc.name == "apk" && puff == 0 {
+					t.Error("no LZ4DIFF_PUFFDIFF op for APKs with edited deflate entries")
+				}
 				if on && res.Manifest.GetMinorVersion() < 9 {
 					t.Fatalf("LZ4DIFF ops at minor version %d", res.Manifest.GetMinorVersion())
 				}
 				sizes[on] = len(res.Payload)
-				t.Logf("LZ4Diff=%v: %d bytes, %d LZ4DIFF ops (%d with postfix), ops %v", on, len(res.Payload), n, postfix, res.Stats[0].Ops)
+				t.Logf("LZ4Diff=%v: %d bytes, %d LZ4DIFF ops (%d PUFFDIFF inside, %d postfix blocks), ops %v", on, len(res.Payload), n, puff, postfix, res.Stats[0].Ops)
 			}
 			if sizes[true] >= sizes[false] {
 				t.Fatalf("with lz4diff %d bytes, without %d: not smaller", sizes[true], sizes[false])
