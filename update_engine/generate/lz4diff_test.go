@@ -219,3 +219,27 @@ func BenchmarkLZ4DiffApplyErofs(b *testing.B) {
 		}
 	}
 }
+
+// TestLZ4DiffNotErofs: LZ4Diff on images that are not EROFS changes nothing
+// but the minor version (9).
+func TestLZ4DiffNotErofs(t *testing.T) {
+	old, new, err := imagegen.Raw(imagegen.Mixed, 3, 48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := generate(t, Config{MinorVersion: -1, Partitions: []Partition{{Name: "system", Old: old, New: new}}, LZ4Diff: true})
+	if got := applyPayload(t, res.Payload, map[string][]byte{"system": old}); !bytes.Equal(got["system"], new) {
+		t.Fatal("payload does not reproduce the image")
+	}
+	if res.Manifest.GetMinorVersion() != 9 {
+		t.Fatalf("minor version %d", res.Manifest.GetMinorVersion())
+	}
+	for _, op := range res.Manifest.Partitions[0].Operations {
+		if op.GetType() == metadata.InstallOperation_LZ4DIFF_BSDIFF {
+			t.Fatal("LZ4DIFF op for a raw image")
+		}
+	}
+	if _, err := Generate(t.Context(), Config{MinorVersion: 8, Partitions: []Partition{{Name: "system", Old: old, New: new}}, LZ4Diff: true}); err == nil {
+		t.Fatal("LZ4Diff at minor 8 accepted")
+	}
+}
