@@ -2,6 +2,8 @@ package snapuserd_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
@@ -9,51 +11,141 @@ import (
 	"github.com/vabc-go/vabc/snapuserd/snapuserdtest"
 )
 
-// TestPlanHybrid checks the hybrid-table planner on generated triples: the
-// segments tile the device in order, every linear segment's target bytes are
-// the base device's bytes at the same offset (what dm-linear would serve),
-// with minBlocks 1 exactly the unmapped blocks are linear, and a larger
-// minBlocks only folds linear runs into daemon segments.
+// TestPlanHybrid checks the hybrid-table planner on generated triples, with
+// the merge committed up to step k (base holds the target for steps < k,
+// num_merge_ops = k), in both phases: the segments tile the device in
+// order; every kernel-served segment serves the target's bytes (base at the
+// same offset, source at the op's source, zeros); in the merging phase no
+// merge step from k on writes a block under a kernel segment (the
+// invariant that lets the merge run under the table) and there are no
+// source segments; there is always a daemon segment; the idle plan serves
+// Copy ops from the source; a larger minBlocks only folds kernel runs into
+// daemon segments.
 func TestPlanHybrid(t *testing.T) {
 	specs := []snapuserdtest.TripleSpec{
 		{Version: 2, Comp: cow.CompressionNone, Blocks: 1024, Seed: 3},
 		{Version: 3, Comp: cow.CompressionLz4, Factor: 64 << 10, Blocks: 1024, Seed: 4},
 		{Version: 3, Comp: cow.CompressionNone, Factor: 4096, Blocks: 333, Seed: 9},
 	}
+	const spb = snapuserd.BlockSize / 512
 	for _, spec := range specs {
-		t.Run(spec.String(), func(t *testing.T) {
-			tr := snapuserdtest.GenTriple(t, spec)
-			s := snapshotOf(t, tr)
-			for _, minBlocks := range []uint64{0, 1, 8, 64} {
-				segs := s.PlanHybrid(minBlocks)
-				var next, linear uint64
-				for i, sg := range segs {
-					if sg.Start != next || sg.Length == 0 {
-						t.Fatalf("min %d: segment %d %+v does not follow sector %d", minBlocks, i, sg, next)
-					}
-					if i > 0 && segs[i-1].Linear == sg.Linear {
-						t.Errorf("min %d: segments %d and %d both linear=%v (not merged)", minBlocks, i-1, i, sg.Linear)
-					}
-					next += sg.Length
-					if !sg.Linear {
-						continue
-					}
-					if sg.Length < max(minBlocks, 1)*snapuserd.BlockSize/512 {
-						t.Errorf("min %d: linear segment %+v shorter than the minimum", minBlocks, sg)
-					}
-					linear += sg.Length
-					a, b := sg.Start*512, (sg.Start+sg.Length)*512
-					if !bytes.Equal(tr.Target[a:b], tr.Base[a:b]) {
-						t.Fatalf("min %d: linear segment %+v serves base bytes that differ from the target", minBlocks, sg)
-					}
+		tr := snapuserdtest.GenTriple(t, spec)
+		r, err := cow.NewReader(bytes.NewReader(tr.Cow), int64(len(tr.Cow)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops, order := r.Ops(), r.MergeIndex()
+		for _, k := range []int{0, len(order) / 3, len(order)} {
+			cowB := append([]byte(nil), tr.Cow...)
+			binary.LittleEndian.PutUint64(cowB[cow.OffsetNumMergeOps:], uint64(k))
+			base := append([]byte(nil), tr.Base...)
+			written := make([]int, len(tr.Target)/snapuserd.BlockSize+1) // block → step+1 of the op writing it
+			for step, i := range order {
+				op := &ops[i]
+				a, b := op.NewBlock*snapuserd.BlockSize, min((op.NewBlock+op.Blocks())*snapuserd.BlockSize, uint64(len(base)))
+				if step < k {
+					copy(base[a:b], tr.Target[a:b])
 				}
-				if next*512 != uint64(len(tr.Target)) {
-					t.Fatalf("min %d: segments cover %d bytes of %d", minBlocks, next*512, len(tr.Target))
-				}
-				if minBlocks <= 1 && linear != uint64(tr.Unmapped)*snapuserd.BlockSize/512 {
-					t.Errorf("min %d: %d linear sectors, %d unmapped blocks", minBlocks, linear, tr.Unmapped)
+				for blk := op.NewBlock; blk < op.NewBlock+op.Blocks() && blk < uint64(len(written)); blk++ {
+					written[blk] = step + 1
 				}
 			}
-		})
+			s, err := snapuserd.NewSnapshot("h", bytes.NewReader(cowB), int64(len(cowB)), bytes.NewReader(tr.Source),
+				bytes.NewReader(base), int64(len(base)), "h.cow")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, phase := range []snapuserd.HybridPhase{snapuserd.HybridIdle, snapuserd.HybridMerging} {
+				var prevKernel uint64
+				for _, minBlocks := range []uint64{0, 1, 8, 64} {
+					t.Run(fmt.Sprintf("%s/merged%d/%s/min%d", spec, k, phase, minBlocks), func(t *testing.T) {
+						segs := s.PlanHybridPhase(phase, minBlocks)
+						var next, kernel uint64
+						users := 0
+						for i, sg := range segs {
+							if sg.Start != next || sg.Length == 0 {
+								t.Fatalf("segment %d %+v does not follow sector %d", i, sg, next)
+							}
+							next += sg.Length
+							if sg.Kind == snapuserd.SegUser {
+								users++
+								if i > 0 && segs[i-1].Kind == snapuserd.SegUser {
+									t.Errorf("segments %d and %d both go to the daemon (not merged)", i-1, i)
+								}
+								continue
+							}
+							kernel += sg.Length
+							if sg.Length < max(minBlocks, 1)*spb {
+								t.Errorf("kernel segment %+v shorter than the minimum", sg)
+							}
+							a, b := sg.Start*512, (sg.Start+sg.Length)*512
+							want := tr.Target[a:b]
+							var got []byte
+							switch sg.Kind {
+							case snapuserd.SegBase:
+								got = base[a:b]
+							case snapuserd.SegZero:
+								got = make([]byte, b-a)
+							case snapuserd.SegSource:
+								if phase == snapuserd.HybridMerging {
+									t.Fatalf("source segment %+v in the merging phase", sg)
+								}
+								got = tr.Source[sg.Source*512 : sg.Source*512+(b-a)]
+							}
+							if !bytes.Equal(got, want) {
+								t.Fatalf("%v segment %+v serves bytes that differ from the target", sg.Kind, sg)
+							}
+							if phase == snapuserd.HybridMerging && sg.Kind == snapuserd.SegBase {
+								for blk := sg.Start / spb; blk < (sg.Start+sg.Length)/spb; blk++ {
+									if w := written[blk]; w > k {
+										t.Fatalf("block %d under %v segment %+v is written by merge step %d (merged: %d)", blk, sg.Kind, sg, w-1, k)
+									}
+								}
+							}
+						}
+						if next*512 != uint64(len(tr.Target)) {
+							t.Fatalf("segments cover %d bytes of %d", next*512, len(tr.Target))
+						}
+						if users == 0 {
+							t.Error("no daemon segment")
+						}
+						if minBlocks > 1 && kernel > prevKernel {
+							t.Errorf("min %d serves %d sectors by the kernel, more than a smaller minimum (%d)", minBlocks, kernel, prevKernel)
+						}
+						prevKernel = kernel
+						if minBlocks <= 1 && k == 0 && phase == snapuserd.HybridMerging {
+							want := uint64(tr.Unmapped+tr.Counts[cow.OpZero]) * spb
+							if kernel != want && kernel+spb != want {
+								t.Errorf("%d kernel sectors, want %d (unmapped + zero blocks)", kernel, want)
+							}
+						}
+						if k == 0 && phase == snapuserd.HybridIdle && tr.Counts[cow.OpCopy] > 0 {
+							if st := snapuserd.HybridStats(segs); minBlocks <= 1 && st[snapuserd.SegSource] == 0 {
+								t.Errorf("idle plan with %d Copy ops has no source segment", tr.Counts[cow.OpCopy])
+							}
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestHybridTargets checks the table lines of a plan: dm-user segments
+// carry their device offset, linear ones their device and sector.
+func TestHybridTargets(t *testing.T) {
+	segs := []snapuserd.Segment{
+		{Start: 0, Length: 16, Kind: snapuserd.SegBase},
+		{Start: 16, Length: 8, Kind: snapuserd.SegUser},
+		{Start: 24, Length: 8, Kind: snapuserd.SegSource, Source: 800},
+		{Start: 32, Length: 8, Kind: snapuserd.SegZero},
+	}
+	var got []string
+	for _, tg := range snapuserd.HybridTargets(segs, "sys-init", "/dev/b", "/dev/s") {
+		got = append(got, tg.String())
+	}
+	want := []string{"0 16 linear /dev/b 0", "16 8 user 16 8 sys-init", "24 8 linear /dev/s 800", "32 8 zero "}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("targets %q, want %q", got, want)
 	}
 }
