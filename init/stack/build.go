@@ -169,6 +169,7 @@ func (b *Builder) MapSnapshot(ctx context.Context, s Snapshot) (m *Mapped, err e
 			return nil, fmt.Errorf("snapshot %s: %w", s.Name, err)
 		}
 		ro = true
+		b.logf("hybrid table", "partition", s.Name, "phase", snapuserd.HybridIdle.String(), "targets", len(ts))
 	}
 	if m.Dev, err = b.create(s.Name, ts, ro); err != nil {
 		return nil, err
