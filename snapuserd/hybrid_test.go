@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
+	"github.com/vabc-go/vabc/internal/faultfs"
 	"github.com/vabc-go/vabc/snapuserd"
+	"github.com/vabc-go/vabc/snapuserd/merge"
 	"github.com/vabc-go/vabc/snapuserd/snapuserdtest"
 )
 
@@ -147,5 +150,105 @@ func TestHybridTargets(t *testing.T) {
 	want := []string{"0 16 linear /dev/b 0", "16 8 user 16 8 sys-init", "24 8 linear /dev/s 800", "32 8 zero "}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("targets %q, want %q", got, want)
+	}
+}
+
+// checkKernelSegments fails when a kernel-served segment of segs does not serve the
+// target's bytes from base (in place: the source is the base device too).
+func checkKernelSegments(t *testing.T, what string, segs []snapuserd.Segment, base, target []byte) {
+	t.Helper()
+	for _, sg := range segs {
+		a, b := sg.Start*512, (sg.Start+sg.Length)*512
+		var got []byte
+		switch sg.Kind {
+		case snapuserd.SegUser:
+			continue
+		case snapuserd.SegBase:
+			got = base[a:b]
+		case snapuserd.SegSource:
+			got = base[sg.Source*512 : sg.Source*512+(b-a)]
+		case snapuserd.SegZero:
+			got = make([]byte, b-a)
+		}
+		if !bytes.Equal(got, target[a:b]) {
+			t.Fatalf("%s: %v segment %+v does not serve the target", what, sg.Kind, sg)
+		}
+	}
+}
+
+// TestHybridPlanAcrossMerge runs the real merge engine in place (source = base) and, at
+// every durable state it passes through — and at the crash state of a window written to
+// the base but not committed (COW with read_ahead_state 2, base already overwritten) —
+// plans both phases from that COW: every kernel segment serves the target from that base
+// (the idle plan is what a reboot mid-merge maps), and the merging plan's base segments
+// still hold the target in every later state (the merge never rewrites them).
+func TestHybridPlanAcrossMerge(t *testing.T) {
+	var persisted, sources, zeros uint64 // over all pairs: the rules under test were exercised
+	pairs := sameSizePairs(31, 1500)
+	for _, name := range []string{"shuffled", "shifted", "zeros"} {
+		pair, ok := pairs[name]
+		if !ok {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			p := newVABPart(t, t.TempDir(), "system", pair, 3, false)
+			cowB, err := os.ReadFile(p.cow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r0, err := cow.NewReader(bytes.NewReader(cowB), int64(len(cowB)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type st struct {
+				kind      string
+				cow, base []byte
+			}
+			states := []st{{"start", cowB, pair.Source}}
+			cf, bf := faultfs.NewMemFile("system.cow", cowB), faultfs.NewMemFile("system.img", pair.Source)
+			e, err := merge.New(cf, bf, r0, &merge.Options{OnCheckpoint: func(c merge.Checkpoint) {
+				states = append(states, st{c.Kind.String(), cf.Bytes(), bf.Bytes()})
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Run(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(bf.Bytes(), pair.Target) {
+				t.Fatal("merged base differs from the target")
+			}
+			// Crash states: a persisted window's COW with the base of the next state (the
+			// window's blocks written).
+			var crash []st
+			for i := 0; i+1 < len(states); i++ {
+				if states[i].kind == merge.WindowPersisted.String() {
+					persisted++
+					crash = append(crash, st{"window written, not committed", states[i].cow, states[i+1].base})
+				}
+			}
+			for i, s := range append(states, crash...) {
+				sn, err := snapuserd.NewSnapshot("h", bytes.NewReader(s.cow), int64(len(s.cow)), bytes.NewReader(s.base),
+					bytes.NewReader(s.base), int64(len(s.base)), "h.cow")
+				if err != nil {
+					t.Fatalf("state %d (%s): %v", i, s.kind, err)
+				}
+				idle := sn.PlanHybridPhase(snapuserd.HybridIdle, 1)
+				sources += snapuserd.HybridStats(idle)[snapuserd.SegSource]
+				zeros += snapuserd.HybridStats(idle)[snapuserd.SegZero]
+				checkKernelSegments(t, fmt.Sprintf("state %d (%s), idle plan", i, s.kind), idle, s.base, pair.Target)
+				merging := sn.PlanHybridPhase(snapuserd.HybridMerging, 1)
+				checkKernelSegments(t, fmt.Sprintf("state %d (%s), merging plan", i, s.kind), merging, s.base, pair.Target)
+				if i < len(states) {
+					for j := i + 1; j < len(states); j++ {
+						checkKernelSegments(t, fmt.Sprintf("merging plan of state %d (%s) in later state %d (%s)", i, s.kind, j, states[j].kind),
+							merging, states[j].base, pair.Target)
+					}
+				}
+			}
+		})
+	}
+	if persisted == 0 || sources == 0 || zeros == 0 {
+		t.Errorf("persisted windows %d, idle source sectors %d, zero sectors %d: a rule went untested", persisted, sources, zeros)
 	}
 }
