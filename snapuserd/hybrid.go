@@ -223,7 +223,8 @@ func HybridStats(segs []Segment) map[SegmentKind]uint64 {
 
 // PlanHybridFile reads the COW at cowPath (its header as committed now:
 // num_merge_ops and the read-ahead state) and plans the hybrid table of a
-// partition of the given size in sectors.
+// partition of the given size in sectors, with at most HybridMaxSegments
+// segments.
 func PlanHybridFile(cowPath string, sectors uint64, phase HybridPhase, minBlocks uint64) ([]Segment, error) {
 	f, err := os.Open(cowPath)
 	if err != nil {
@@ -243,5 +244,16 @@ func PlanHybridFile(cowPath string, sectors uint64, phase HybridPhase, minBlocks
 	if err != nil {
 		return nil, err
 	}
-	return s.PlanHybridPhase(phase, minBlocks), nil
+	segs := s.PlanHybridPhase(phase, minBlocks)
+	for m := max(minBlocks, 1); len(segs) > hybridMaxSegments; {
+		m *= 2 // fold more: a fragmented COW must not make a table of millions of targets
+		segs = s.PlanHybridPhase(phase, m)
+	}
+	return segs, nil
 }
+
+// HybridMaxSegments bounds the targets of a table PlanHybridFile plans (the minimum
+// kernel run is doubled until the plan fits).
+const HybridMaxSegments = 4096
+
+var hybridMaxSegments = HybridMaxSegments // tests lower it

@@ -154,8 +154,8 @@ func TestHybridTargets(t *testing.T) {
 }
 
 // checkKernelSegments fails when a kernel-served segment of segs does not serve the
-// target's bytes from base (in place: the source is the base device too).
-func checkKernelSegments(t *testing.T, what string, segs []snapuserd.Segment, base, target []byte) {
+// target's bytes from base and source.
+func checkKernelSegments(t *testing.T, what string, segs []snapuserd.Segment, base, source, target []byte) {
 	t.Helper()
 	for _, sg := range segs {
 		a, b := sg.Start*512, (sg.Start+sg.Length)*512
@@ -166,7 +166,7 @@ func checkKernelSegments(t *testing.T, what string, segs []snapuserd.Segment, ba
 		case snapuserd.SegBase:
 			got = base[a:b]
 		case snapuserd.SegSource:
-			got = base[sg.Source*512 : sg.Source*512+(b-a)]
+			got = source[sg.Source*512 : sg.Source*512+(b-a)]
 		case snapuserd.SegZero:
 			got = make([]byte, b-a)
 		}
@@ -236,13 +236,13 @@ func TestHybridPlanAcrossMerge(t *testing.T) {
 				idle := sn.PlanHybridPhase(snapuserd.HybridIdle, 1)
 				sources += snapuserd.HybridStats(idle)[snapuserd.SegSource]
 				zeros += snapuserd.HybridStats(idle)[snapuserd.SegZero]
-				checkKernelSegments(t, fmt.Sprintf("state %d (%s), idle plan", i, s.kind), idle, s.base, pair.Target)
+				checkKernelSegments(t, fmt.Sprintf("state %d (%s), idle plan", i, s.kind), idle, s.base, s.base, pair.Target)
 				merging := sn.PlanHybridPhase(snapuserd.HybridMerging, 1)
-				checkKernelSegments(t, fmt.Sprintf("state %d (%s), merging plan", i, s.kind), merging, s.base, pair.Target)
+				checkKernelSegments(t, fmt.Sprintf("state %d (%s), merging plan", i, s.kind), merging, s.base, s.base, pair.Target)
 				if i < len(states) {
 					for j := i + 1; j < len(states); j++ {
 						checkKernelSegments(t, fmt.Sprintf("merging plan of state %d (%s) in later state %d (%s)", i, s.kind, j, states[j].kind),
-							merging, states[j].base, pair.Target)
+							merging, states[j].base, states[j].base, pair.Target)
 					}
 				}
 			}
@@ -250,5 +250,39 @@ func TestHybridPlanAcrossMerge(t *testing.T) {
 	}
 	if persisted == 0 || sources == 0 || zeros == 0 {
 		t.Errorf("persisted windows %d, idle source sectors %d, zero sectors %d: a rule went untested", persisted, sources, zeros)
+	}
+}
+
+// TestPlanHybridFileBound: PlanHybridFile plans from a COW file, and a plan with more
+// segments than the bound folds more kernel runs into the daemon until it fits.
+func TestPlanHybridFileBound(t *testing.T) {
+	tr := snapuserdtest.GenTriple(t, snapuserdtest.TripleSpec{Version: 3, Comp: cow.CompressionLz4, Factor: 4096, Blocks: 1024, Seed: 5})
+	path := t.TempDir() + "/h.cow"
+	if err := os.WriteFile(path, tr.Cow, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sectors := uint64(len(tr.Target) / 512)
+	full, err := snapuserd.PlanHybridFile(path, sectors, snapuserd.HybridIdle, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full) <= 8 {
+		t.Fatalf("unbounded plan has only %d segments", len(full))
+	}
+	defer snapuserd.SetHybridMaxSegments(8)()
+	small, err := snapuserd.PlanHybridFile(path, sectors, snapuserd.HybridIdle, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(small) > 8 || len(small) == 0 {
+		t.Fatalf("bounded plan has %d segments, want 1..8", len(small))
+	}
+	checkKernelSegments(t, "full plan", full, tr.Base, tr.Source, tr.Target)
+	checkKernelSegments(t, "bounded plan", small, tr.Base, tr.Source, tr.Target)
+	if _, err := snapuserd.PlanHybridFile(path+".missing", sectors, snapuserd.HybridIdle, 1); err == nil {
+		t.Error("missing COW: no error")
+	}
+	if _, err := snapuserd.PlanHybridFile(path, 0, snapuserd.HybridIdle, 1); err == nil {
+		t.Error("0 sectors: no error")
 	}
 }
