@@ -7,7 +7,8 @@
 #
 # Env: VABC_POWERCUT_SEED (default: from the clock), VABC_POWERCUT_CUTS (default 5;
 #      VABC_SOAK=1 makes it 20), VM_MEM, VABC_OTA_REUSE=1 (keep the images and payload of
-#      the previous run: debugging only).
+#      the previous run: debugging only), VABC_OTA_APPEND (extra guest kernel parameters on
+#      every boot, e.g. vabc.hybrid=1 for the hybrid snapshot tables).
 # Prints RESULT <scenario> PASS|FAIL and POWERCUT <seed> <merge percent at cut> lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."

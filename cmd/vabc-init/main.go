@@ -14,7 +14,10 @@
 // system" runs payload apply-cow --snapshot-state, then switches slots);
 // vabc.badbuild=1 makes a build booted from snapshots fail before it marks
 // the boot successful; vabc.tries=N (setActiveBootSlot tries, default 6);
-// vabc.poll=MS merge poll interval (default 200). Results go to the console
+// vabc.poll=MS merge poll interval (default 200); vabc.hybrid=1 (or the
+// environment variable VABC_HYBRID_TABLE=1) maps snapshots with the hybrid
+// table (init/stack/hybrid.go) instead of AOSP's single dm-user target.
+// Results go to the console
 // as "VABC-…" lines read by the host driver (e2e/otahost).
 //
 // Android properties are stood in for by files in /dev/__properties__
@@ -86,6 +89,8 @@ kernel command line:
   vabc.badbuild=1   a build booted from snapshots fails before marking the boot successful
   vabc.tries=N      boot tries of the new slot (default 6)
   vabc.poll=MS      merge poll interval (default 200)
+  vabc.hybrid=1     hybrid snapshot tables: unchanged and copied blocks by dm-linear, the rest by
+                    dm-user (also VABC_HYBRID_TABLE=1 in the environment); off by default
 
 examples:
   vabc-init                                  # as /init in the initramfs built by e2e/ota.sh
@@ -123,6 +128,7 @@ func powerOff() {
 
 type opts struct {
 	apply, badBuild bool
+	hybrid          bool
 	tries           int
 	poll            time.Duration
 }
@@ -136,6 +142,8 @@ func parseCmdline(s string) opts {
 			o.apply = v == "1"
 		case "vabc.badbuild":
 			o.badBuild = v == "1"
+		case "vabc.hybrid":
+			o.hybrid = v == "1"
 		case "vabc.tries":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= 7 {
 				o.tries = n
@@ -196,7 +204,7 @@ func run() error {
 		return err
 	}
 	defer c.Close()
-	b := &stack.Builder{C: c, Log: log, Timeout: waitLimit}
+	b := &stack.Builder{C: c, Log: log, Timeout: waitLimit, Hybrid: o.hybrid || os.Getenv("VABC_HYBRID_TABLE") == "1"}
 	fcfg := &firststage.Config{Dir: d, Suffix: suffix, Table: table, ImageDir: imageDir, B: b, Snapuserd: snapuserdBin,
 		Socket: socketPath, Log: log, DaemonOut: os.Stdout, Timeout: waitLimit}
 	res, err := firststage.Mount(ctx, fcfg)

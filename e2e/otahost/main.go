@@ -205,7 +205,7 @@ func (v *vm) boot(extra string, kill func(string) bool) (*bootLog, error) {
 	log := filepath.Join(v.dir, fmt.Sprintf("console-%d.log", v.boots))
 	args := []string{"-accel", "tcg", "-cpu", "max", "-m", *memory, "-smp", "1", "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-no-reboot", "-kernel", *kernel, "-initrd", *initrd,
-		"-append", fmt.Sprintf("console=ttyS0 panic=-1 quiet no_timer_check vabc.poll=%d %s", poll.Milliseconds(), extra)}
+		"-append", fmt.Sprintf("console=ttyS0 panic=-1 quiet no_timer_check vabc.poll=%d %s %s", poll.Milliseconds(), os.Getenv("VABC_OTA_APPEND"), extra)}
 	for _, d := range disks {
 		// cache=none: O_DIRECT on the host, so a SIGKILL loses exactly
 		// what the guest had not flushed (no host page cache hides it).

@@ -192,6 +192,10 @@ func InitiateMerge(ctx context.Context, c *Config) error {
 
 // switchToMerge is SwitchSnapshotToMerge: initiate_merge, then MERGING.
 func switchToMerge(c *Config, l *state.Lock, cl *client.Client, s state.SnapshotStatus) error {
+	// A hybrid table's idle plan must not be live while the merge writes the base.
+	if err := c.B.PrepareMerge(s.Name, s.DeviceSize/512); err != nil {
+		return err
+	}
 	if err := cl.InitiateMerge(s.Name); err != nil {
 		return err
 	}
@@ -354,7 +358,12 @@ func checkTarget(c *Config, l *state.Lock, cl *client.Client, cerr error, cur st
 		return rFailed, state.FailUnknownTargetType
 	case proto.StatusSnapshot:
 		if s.State == state.SnapshotMerging {
-			// The daemon restarted after a reboot: resume.
+			// The daemon restarted after a reboot: resume (a hybrid table first
+			// gets its merging plan).
+			if err := c.B.PrepareMerge(name, s.DeviceSize/512); err != nil {
+				c.logf("hybrid table not prepared for the merge", "partition", name, "err", err)
+				return rFailed, state.FailUnknownTargetType
+			}
 			if err := cl.InitiateMerge(name); err != nil {
 				return rFailed, state.FailUnknownTargetType
 			}
@@ -371,6 +380,11 @@ func checkTarget(c *Config, l *state.Lock, cl *client.Client, cerr error, cur st
 	case proto.StatusMerge:
 		if s.State == state.SnapshotMergeCompleted {
 			return rFailed, state.FailUnmergedSectors
+		}
+		// Committed blocks of a hybrid table move from the daemon to <P>-base. A failed
+		// reload leaves the previous merging plan live, which stays correct.
+		if err := c.B.Replan(name, s.DeviceSize/512); err != nil {
+			c.logf("hybrid table not re-planned", "partition", name, "err", err)
 		}
 		return rMerging, state.FailOk
 	case proto.StatusMergeComplete:

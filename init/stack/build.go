@@ -14,6 +14,7 @@ import (
 
 	"github.com/vabc-go/vabc/kernel/dm"
 	"github.com/vabc-go/vabc/kernel/loop"
+	"github.com/vabc-go/vabc/snapuserd"
 )
 
 // Device node directories. AOSP passes /dev/block/dm-N to snapuserd and
@@ -31,6 +32,9 @@ type Builder struct {
 	Log *slog.Logger
 	// Timeout bounds waits for device nodes; 0 is AOSP's 10 s.
 	Timeout time.Duration
+	// Hybrid builds snapshot devices with the hybrid table (hybrid.go) instead of
+	// AOSP's single dm-user target; off by default.
+	Hybrid bool
 }
 
 func (b *Builder) timeout() time.Duration {
@@ -158,7 +162,16 @@ func (b *Builder) MapSnapshot(ctx context.Context, s Snapshot) (m *Mapped, err e
 		}
 		undo = append(undo, rm(SrcName(s.Name)))
 	}
-	if m.Dev, err = b.create(s.Name, []dm.Target{dm.User(0, s.Sectors, s.Misc)}, false); err != nil {
+	ts, ro := []dm.Target{dm.User(0, s.Sectors, s.Misc)}, false
+	if b.Hybrid {
+		// Idle plan: no merge writes the base until PrepareMerge reloads the table.
+		if ts, err = hybridPlan(m.Cow, m.Base, m.Src, s.Misc, s.Sectors, snapuserd.HybridIdle); err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", s.Name, err)
+		}
+		ro = true
+		b.logf("hybrid table", "partition", s.Name, "phase", snapuserd.HybridIdle.String(), "targets", len(ts))
+	}
+	if m.Dev, err = b.create(s.Name, ts, ro); err != nil {
 		return nil, err
 	}
 	undo = append(undo, rm(s.Name))
@@ -171,8 +184,13 @@ func (b *Builder) MapSnapshot(ctx context.Context, s Snapshot) (m *Mapped, err e
 
 // Retarget reloads the dm-user table of name with a new misc name (same
 // length) and waits for its control node (§4.7 step 2).
+// A hybrid table keeps its segments: only the dm-user ones move to the new misc name.
 func (b *Builder) Retarget(ctx context.Context, name string, sectors uint64, misc string) error {
-	if err := b.C.Reload(name, []dm.Target{dm.User(0, sectors, misc)}); err != nil {
+	ts, opts := []dm.Target{dm.User(0, sectors, misc)}, (*dm.LoadOptions)(nil)
+	if cur, err := b.C.Table(name); err == nil && IsHybrid(cur) {
+		ts, opts = withMisc(cur, misc), readOnly
+	}
+	if err := b.C.ReloadWith(name, ts, opts); err != nil {
 		return fmt.Errorf("reload %s to misc %s: %w", name, misc, err)
 	}
 	return WaitPath(ctx, filepath.Join(DmUserDir, misc), b.timeout())
@@ -190,7 +208,8 @@ func (b *Builder) Exists(name string) error {
 	return err
 }
 
-// IsUser reports whether name's live table is one dm-user target.
+// IsUser reports whether name's live table is one dm-user target or a hybrid table
+// (hybrid.go): the partition is still served by the daemon.
 func (b *Builder) IsUser(name string) (bool, error) {
 	if b.C == nil {
 		return false, errNoDM
@@ -199,7 +218,7 @@ func (b *Builder) IsUser(name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return len(ts) == 1 && ts[0].Type == "user", nil
+	return (len(ts) == 1 && ts[0].Type == "user") || IsHybrid(ts), nil
 }
 
 // Collapse replaces the table of the existing device P by the partition's

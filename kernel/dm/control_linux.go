@@ -299,7 +299,13 @@ func (c *Control) CreateDevice(name string, targets []Target, opts *CreateOption
 // Reload loads a new table and swaps it in: suspend, load, resume. This is how a snapshot
 // table becomes snapshot-merge.
 func (c *Control) Reload(name string, targets []Target) error {
-	if err := c.Load(name, targets, nil); err != nil {
+	return c.ReloadWith(name, targets, nil)
+}
+
+// ReloadWith is Reload with load options: a read-only device needs ReadOnly on every
+// load, or the new table makes it writable.
+func (c *Control) ReloadWith(name string, targets []Target, opts *LoadOptions) error {
+	if err := c.Load(name, targets, opts); err != nil {
 		return err
 	}
 	if err := c.Suspend(name, false); err != nil {
