@@ -81,6 +81,11 @@ func TestApply(t *testing.T) {
 		{"lz4hc9-padding", LZ4HC, 9, true},
 		{"lz4hc6", LZ4HC, 6, false},
 		{"lz4hc-default", LZ4HC, 0, true},
+		{"lz4hc12-padding", LZ4HC, 12, true},
+		{"lz4hc10", LZ4HC, 10, false},
+		{"lz4hc11", LZ4HC, 11, true},
+		{"lz4hc-above-max", LZ4HC, 40, true}, // liblz4 clamps to 12
+		{"lz4hc-negative", LZ4HC, -3, true},  // liblz4 takes 9
 		{"lz4", LZ4, 0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -190,11 +195,13 @@ func TestApplyPuffdiffAndPostfix(t *testing.T) {
 		t.Fatalf("wrong sha256: %v", err)
 	}
 	h.Dst.Blocks[1].SHA256[0] ^= 1
-	// Levels of liblz4's optimal parser are refused.
+	// A patch naming another level than the one its blocks were made
+	// with: the re-compressed cluster fails its hash.
 	h.Dst.Level = 12
-	if _, err := Apply(sb, h.Encode(inner)); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("level 12: %v", err)
+	if _, err := Apply(sb, h.Encode(inner)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("level 12 for level-9 clusters: %v", err)
 	}
+	h.Dst.Level = 9
 	// Wrong source size.
 	if _, err := Apply(sb[:len(sb)-1], patch); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("short source: %v", err)

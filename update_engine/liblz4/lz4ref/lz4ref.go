@@ -25,14 +25,19 @@ const helperC = `
 #include <stdint.h>
 static int rd(void *p, size_t n) { return fread(p, 1, n, stdin) == n; }
 int main(void) {
-	uint32_t hdr[3];
+	uint32_t hdr[4];
+	LZ4_streamHC_t *hc = LZ4_createStreamHC();
 	while (rd(hdr, sizeof hdr)) {
-		uint32_t level = hdr[0], target = hdr[1], n = hdr[2];
+		uint32_t mode = hdr[0], target = hdr[2], n = hdr[3];
+		int level = (int)hdr[1];
 		char *src = malloc(n + 1), *dst = malloc(target + 1);
 		if (!rd(src, n)) return 1;
 		int consumed = (int)n, got;
-		if (level == 0) got = LZ4_compress_destSize(src, dst, &consumed, (int)target);
-		else got = LZ4_compress_HC_destSize(LZ4_createStreamHC(), src, dst, &consumed, (int)target, (int)level);
+		if (mode == 1) {
+			got = LZ4_compress_HC(src, dst, (int)n, (int)target, level);
+			consumed = got > 0 ? (int)n : 0;
+		} else if (level == 0) got = LZ4_compress_destSize(src, dst, &consumed, (int)target);
+		else got = LZ4_compress_HC_destSize(hc, src, dst, &consumed, (int)target, level);
 		uint32_t out[2] = {(uint32_t)consumed, (uint32_t)got};
 		fwrite(out, sizeof out, 1, stdout);
 		fwrite(dst, 1, got, stdout);
@@ -42,11 +47,15 @@ int main(void) {
 }
 `
 
-// Case is one compression: Level 0 is LZ4_compress_destSize, 1…12
-// LZ4_compress_HC_destSize at that level.
+// Case is one compression. In the destSize mode (Normal false) Level 0 is
+// LZ4_compress_destSize and any other level LZ4_compress_HC_destSize at
+// that level (liblz4 clamps it); Normal is LZ4_compress_HC with Target as
+// the destination capacity (its consumed size is all of Src, or 0 when the
+// block does not fit).
 type Case struct {
 	Level, Target int
 	Src           []byte
+	Normal        bool
 }
 
 // Run builds the helper and runs it over cases, returning the block and
@@ -69,7 +78,11 @@ func Run(t testing.TB, cases []Case) ([][]byte, []int) {
 	}
 	var in bytes.Buffer
 	for _, c := range cases {
-		binary.Write(&in, binary.LittleEndian, [3]uint32{uint32(c.Level), uint32(c.Target), uint32(len(c.Src))})
+		mode := uint32(0)
+		if c.Normal {
+			mode = 1
+		}
+		binary.Write(&in, binary.LittleEndian, [4]uint32{mode, uint32(int32(c.Level)), uint32(c.Target), uint32(len(c.Src))})
 		in.Write(c.Src)
 	}
 	cmd := exec.Command(bin)
