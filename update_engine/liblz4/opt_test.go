@@ -258,3 +258,48 @@ func cpuTime(t testing.TB) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// FuzzCompressHC compares both LZ4HC modes, at any level and destination
+// size, with liblz4 itself (a running lz4ref helper), and checks that each
+// block decodes to the input it claims.
+func FuzzCompressHC(f *testing.F) {
+	f.Add([]byte("hello hello hello hello hello hello"), int8(12), uint16(20), false)
+	f.Add(bytes.Repeat([]byte("abcabcab"), 700), int8(11), uint16(300), false)
+	f.Add(make([]byte, 5000), int8(10), uint16(17), true)
+	ref := lz4ref.Start(f)
+	f.Fuzz(func(t *testing.T, src []byte, level int8, target uint16, normal bool) {
+		c := lz4ref.Case{Level: int(level), Target: int(target), Src: src, Normal: normal}
+		if !normal && c.Level == 0 {
+			c.Level = 12 // level 0 is the helper's LZ4_compress_destSize
+		}
+		var got []byte
+		var n int
+		if normal {
+			if got = CompressHC(src, c.Target, c.Level); got != nil {
+				n = len(src)
+			}
+		} else {
+			got, n = CompressHCDestSize(src, c.Target, c.Level)
+		}
+		if len(got) > c.Target {
+			t.Fatalf("%d-byte block for a %d-byte destination", len(got), c.Target)
+		}
+		want, wantN, err := ref.Do(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) == 0 {
+			wantN = 0 // a failed liblz4 call leaves *srcSizePtr as it was
+		}
+		if n != wantN || !bytes.Equal(got, want) {
+			t.Fatalf("level %d, normal %v, %d bytes into %d: Go consumed %d into %d bytes, liblz4 %d into %d (first diff at %s)",
+				c.Level, normal, len(src), c.Target, n, len(got), wantN, len(want), firstDiff(got, want))
+		}
+		if got != nil {
+			dec := make([]byte, n)
+			if m, err := lz4.UncompressBlock(got, dec); n > 0 && (err != nil || m != n || !bytes.Equal(dec, src[:n])) {
+				t.Fatalf("block does not decode to the consumed input: %d, %v", m, err)
+			}
+		}
+	})
+}
