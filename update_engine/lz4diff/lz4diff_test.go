@@ -210,11 +210,13 @@ func TestApplyPuffdiffAndPostfix(t *testing.T) {
 
 func FuzzApply(f *testing.F) {
 	old := text(1, 6000)
-	sb, sbl := clusters(old, LZ4HC, 9, true)
-	_, dbl := clusters(edit(old, 2), LZ4HC, 9, true)
 	inner, _ := bsdiff.Diff(old, edit(old, 2)).Encode(bsdiff.Format{})
-	h := &Header{Src: Info{Algo: LZ4HC, Level: 9, Blocks: sbl, ZeroPadding: true}, Dst: Info{Algo: LZ4HC, Level: 9, Blocks: dbl, ZeroPadding: true}}
-	f.Add(sb, h.Encode(inner))
+	for _, level := range []int32{9, 12} {
+		sb, sbl := clusters(old, LZ4HC, level, true)
+		_, dbl := clusters(edit(old, 2), LZ4HC, level, true)
+		h := &Header{Src: Info{Algo: LZ4HC, Level: level, Blocks: sbl, ZeroPadding: true}, Dst: Info{Algo: LZ4HC, Level: level, Blocks: dbl, ZeroPadding: true}}
+		f.Add(sb, h.Encode(inner))
+	}
 	f.Fuzz(func(t *testing.T, src, patch []byte) {
 		out, err := Apply(src, patch)
 		if err == nil && len(out) > maxOutput+blockSize {
