@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -140,19 +142,34 @@ func TestClampedLevelsDestSize(t *testing.T) {
 }
 
 func check(t *testing.T, cases []lz4ref.Case) {
+	// The Go side runs while the helper does.
+	type result struct {
+		block []byte
+		n     int
+	}
+	res := make([]result, len(cases))
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(cases); i += workers {
+				c := cases[i]
+				if c.Normal {
+					if b := CompressHC(c.Src, c.Target, c.Level); b != nil {
+						res[i] = result{b, len(c.Src)}
+					}
+				} else {
+					b, n := CompressHCDestSize(c.Src, c.Target, c.Level)
+					res[i] = result{b, n}
+				}
+			}
+		})
+	}
 	blocks, consumed := lz4ref.Run(t, cases)
+	wg.Wait()
 	bad := 0
 	for i, c := range cases {
-		var got []byte
-		var n int
-		if c.Normal {
-			got = CompressHC(c.Src, c.Target, c.Level)
-			if got != nil {
-				n = len(c.Src)
-			}
-		} else {
-			got, n = CompressHCDestSize(c.Src, c.Target, c.Level)
-		}
+		got, n := res[i].block, res[i].n
 		if n != consumed[i] || !bytes.Equal(got, blocks[i]) {
 			bad++
 			if bad < 6 {
