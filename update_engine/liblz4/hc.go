@@ -163,11 +163,12 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 	matchChainPos := uint32(0) // kept across candidates, as liblz4 does
 	h.insert(ip)
 	matchIndex := h.hash[h.hashAt(ip)]
+	tail := h.read16(iLowLimit + longest - 1) // the last 2 bytes a longer match must have
 	for matchIndex >= lowestMatchIndex && nbAttempts > 0 {
 		nbAttempts--
 		mp := int(matchIndex) - hcStart
 		matchLength := 0
-		if h.read16(iLowLimit+longest-1) == h.read16(mp-lookBack+longest-1) && h.read32(mp) == pattern {
+		if tail == h.read16(mp-lookBack+longest-1) && h.read32(mp) == pattern {
 			back := 0
 			if lookBack != 0 {
 				back = h.countBack(ip, mp, iLowLimit, 0)
@@ -175,6 +176,7 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 			matchLength = minMatch + h.count(ip+minMatch, mp+minMatch, iHighLimit) - back
 			if matchLength > longest {
 				longest = matchLength
+				tail = h.read16(iLowLimit + longest - 1)
 				*matchpos = mp + back
 				*startpos = ip + back
 			}
@@ -233,6 +235,7 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 									break
 								}
 								longest = maxML
+								tail = h.read16(iLowLimit + longest - 1)
 								*matchpos = int(matchIndex) - hcStart
 								*startpos = ip
 							}
