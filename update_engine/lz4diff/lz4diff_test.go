@@ -208,6 +208,33 @@ func TestApplyPuffdiffAndPostfix(t *testing.T) {
 	}
 }
 
+// TestCraftedBlocksRefused: a patch asking for many tiny destination
+// blocks over match-free data (each re-compression scans to the end of the
+// data) is refused instead of running quadratically, at a hash-chain and at
+// an optimal-parser level.
+func TestCraftedBlocksRefused(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	data := make([]byte, 256<<10)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	var sbl, dbl []Block
+	for off := 0; off < len(data); off += blockSize {
+		sbl = append(sbl, Block{UncompressedOffset: uint64(off), UncompressedLength: blockSize, CompressedLength: blockSize})
+		dbl = append(dbl, Block{UncompressedOffset: uint64(off), UncompressedLength: blockSize, CompressedLength: 16})
+	}
+	inner, err := bsdiff.Diff(data, data).Encode(bsdiff.Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, level := range []int32{9, 12} {
+		h := &Header{Src: Info{Algo: LZ4HC, Level: level, Blocks: sbl}, Dst: Info{Algo: LZ4HC, Level: level, Blocks: dbl}}
+		if _, err := Apply(data, h.Encode(inner)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("level %d: %v", level, err)
+		}
+	}
+}
+
 func FuzzApply(f *testing.F) {
 	old := text(1, 6000)
 	inner, _ := bsdiff.Diff(old, edit(old, 2)).Encode(bsdiff.Format{})
