@@ -7,9 +7,10 @@
 //
 // Only the stateless, dictionary-free paths are implemented, on a fresh
 // state: LZ4_compress_destSize (acceleration 1; the 16-bit position table for
-// inputs under 64 KiB + 11 bytes, the 32-bit one with the 5-byte hash above)
-// and LZ4_compress_HC_destSize for the hash-chain levels 1…9 (hc.go). The
-// optimal parser of HC levels 10…12 is not implemented. liblz4 1.10 changed
+// inputs under 64 KiB + 11 bytes, the 32-bit one with the 5-byte hash above),
+// and LZ4_compress_HC_destSize and LZ4_compress_HC for every level: the
+// hash-chain parser of levels 1…9 (hc.go) and the optimal parser of levels
+// 10…12 (opt.go), levels clamped as liblz4 clamps them. liblz4 1.10 changed
 // levels 1…2 (its "lz4mid" strategy); this package matches 1.9.4.
 package liblz4
 

@@ -5,24 +5,40 @@ import (
 	"sync"
 )
 
-// LZ4 HC (lz4hc.c of liblz4 1.9.4), hash-chain levels 1…9 of
-// LZ4_compress_HC_destSize on a fresh state. Positions are indexes into the
-// input; table indexes are positions + 64 KiB, as liblz4 starts a fresh
-// state's indexes at 64 KiB.
+// LZ4 HC (lz4hc.c of liblz4 1.9.4) on a fresh state: the hash-chain
+// parser of levels 1…9 (this file) and the optimal parser of levels 10…12
+// (opt.go), in the fillOutput (LZ4_compress_HC_destSize), limitedOutput and
+// notLimited (LZ4_compress_HC) modes. Positions are indexes into the input;
+// table indexes are positions + 64 KiB, as liblz4 starts a fresh state's
+// indexes at 64 KiB.
 
 const (
 	hcHashLog   = 15
 	hcStart     = 64 << 10
 	optimalML   = mlMask - 1 + minMatch // 18
-	hcMaxAttemp = 256
+	maxInput    = 0x7E000000            // LZ4_MAX_INPUT_SIZE
+	optMinLevel = 10                    // LZ4HC_CLEVEL_OPT_MIN
 )
 
-// hcSearches is the chain length per level (k_clTable, levels 0…9).
-var hcSearches = [10]int{2, 2, 2, 4, 8, 16, 32, 64, 128, 256}
+// HCMaxLevel is LZ4HC_CLEVEL_MAX: higher levels compress as this one, as
+// liblz4 clamps them; levels below 1 mean 9 (LZ4HC_CLEVEL_DEFAULT).
+const HCMaxLevel = 12
 
-// HCMaxLevel is the highest level CompressHCDestSize implements; levels
-// 10…12 use liblz4's optimal parser.
-const HCMaxLevel = 9
+// hcParams is liblz4's clTable: the strategy of each level, its number of
+// match searches and, for the optimal parser, the match length it takes
+// without looking further (sufficient_len).
+var hcParams = [HCMaxLevel + 1]struct{ searches, target int }{
+	{2, 16}, {2, 16}, {2, 16}, {4, 16}, {8, 16}, {16, 16}, {32, 16}, {64, 16}, {128, 16}, {256, 16},
+	{96, 64}, {512, 128}, {16384, optNum},
+}
+
+// clampLevel is LZ4_setCompressionLevel's rule.
+func clampLevel(level int) int {
+	if level < 1 {
+		return 9
+	}
+	return min(level, HCMaxLevel)
+}
 
 var hcPool = sync.Pool{New: func() any { return new(hcState) }}
 
@@ -31,6 +47,14 @@ type hcState struct {
 	hash         [1 << hcHashLog]uint32
 	chain        [1 << 16]uint16
 	nextToUpdate uint32
+	opt          *[optNum + trailingLits]optCell // the optimal parser's table, never cleared
+}
+
+// reset makes h the zeroed state LZ4_initStreamHC gives, over src.
+func (h *hcState) reset(src []byte) {
+	h.hash = [1 << hcHashLog]uint32{}
+	h.chain = [1 << 16]uint16{}
+	h.src, h.nextToUpdate = src, hcStart
 }
 
 func (h *hcState) read32(p int) uint32 { return binary.LittleEndian.Uint32(h.src[p:]) }
@@ -113,10 +137,13 @@ func (h *hcState) countBack(ip, match, iMin, mMin int) int {
 	return back
 }
 
-// widerMatch is LZ4HC_InsertAndGetWiderMatch without dictionaries, chain
-// swap or favorDecSpeed. It returns the new longest length; *matchpos and
-// *startpos change only when a longer match is found.
-func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, startpos *int, maxAttempts int, patternAnalysis bool) int {
+// widerMatch is LZ4HC_InsertAndGetWiderMatch without dictionaries or
+// favorDecSpeed. It returns the new longest length; *matchpos and *startpos
+// change only when a longer match is found. chainSwap (the optimal parser's
+// searches, always with iLowLimit == ip) moves, after each best match, to
+// the chain of the position inside the match whose previous occurrence is
+// farthest back.
+func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, startpos *int, maxAttempts int, patternAnalysis, chainSwap bool) int {
 	ipIndex := uint32(ip + hcStart)
 	const lowLimit = hcStart
 	lowestMatchIndex := uint32(lowLimit)
@@ -133,25 +160,54 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 	)
 	repeat := repUntested
 	srcPatternLength := 0
+	matchChainPos := uint32(0) // kept across candidates, as liblz4 does
 	h.insert(ip)
 	matchIndex := h.hash[h.hashAt(ip)]
+	tail := h.read16(iLowLimit + longest - 1) // the last 2 bytes a longer match must have
 	for matchIndex >= lowestMatchIndex && nbAttempts > 0 {
 		nbAttempts--
 		mp := int(matchIndex) - hcStart
-		if h.read16(iLowLimit+longest-1) == h.read16(mp-lookBack+longest-1) && h.read32(mp) == pattern {
+		matchLength := 0
+		if tail == h.read16(mp-lookBack+longest-1) && h.read32(mp) == pattern {
 			back := 0
 			if lookBack != 0 {
 				back = h.countBack(ip, mp, iLowLimit, 0)
 			}
-			ml := minMatch + h.count(ip+minMatch, mp+minMatch, iHighLimit) - back
-			if ml > longest {
-				longest = ml
+			matchLength = minMatch + h.count(ip+minMatch, mp+minMatch, iHighLimit) - back
+			if matchLength > longest {
+				longest = matchLength
+				tail = h.read16(iLowLimit + longest - 1)
 				*matchpos = mp + back
 				*startpos = ip + back
 			}
 		}
+		if chainSwap && matchLength == longest && matchIndex+uint32(longest) <= ipIndex {
+			// Among the positions of the match (sampled ever more sparsely
+			// while nothing better turns up), follow the one whose previous
+			// occurrence is farthest.
+			const kTrigger = 4
+			distToNext := uint32(1)
+			step, accel := 1, 1<<kTrigger
+			for pos := 0; pos < longest-minMatch+1; pos += step {
+				cand := uint32(h.chain[uint16(matchIndex+uint32(pos))])
+				step = accel >> kTrigger
+				accel++
+				if cand > distToNext {
+					distToNext = cand
+					matchChainPos = uint32(pos)
+					accel = 1 << kTrigger
+				}
+			}
+			if distToNext > 1 {
+				if distToNext > matchIndex {
+					break
+				}
+				matchIndex -= distToNext
+				continue
+			}
+		}
 		dist := uint32(h.chain[uint16(matchIndex)])
-		if patternAnalysis && dist == 1 {
+		if patternAnalysis && dist == 1 && matchChainPos == 0 {
 			cand := matchIndex - 1
 			if repeat == repUntested {
 				if pattern&0xFFFF == pattern>>16 && pattern&0xFF == pattern>>24 {
@@ -179,6 +235,7 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 									break
 								}
 								longest = maxML
+								tail = h.read16(iLowLimit + longest - 1)
 								*matchpos = int(matchIndex) - hcStart
 								*startpos = ip
 							}
@@ -193,14 +250,148 @@ func (h *hcState) widerMatch(ip, iLowLimit, iHighLimit, longest int, matchpos, s
 				}
 			}
 		}
-		matchIndex -= dist
+		matchIndex -= uint32(h.chain[uint16(matchIndex+matchChainPos)])
 	}
 	return longest
 }
 
-// CompressHCDestSize is LZ4_compress_HC_destSize for levels 1…9 (level < 1
-// means 9, liblz4's default): it compresses as much of src as fits in
-// dstSize bytes and returns the block and the source bytes it holds.
+// limitMode is liblz4's limitedOutput_directive.
+type limitMode int
+
+const (
+	notLimited    limitMode = iota // the destination holds the bound
+	limitedOutput                  // fail (no output) when it does not fit
+	fillOutput                     // destSize: compress what fits
+)
+
+// seqWriter is the output side of both parsers: it encodes sequences from
+// anchor to ip as LZ4HC_encodeSequence does and ends the block as their
+// _dest_overflow and _last_literals steps do.
+type seqWriter struct {
+	src        []byte
+	out        []byte
+	ip, anchor int
+	oend       int // the end the sequences must leave LASTLITERALS before
+	limit      limitMode
+}
+
+func newSeqWriter(src []byte, dstCap int, limit limitMode) seqWriter {
+	w := seqWriter{src: src, limit: limit, oend: dstCap}
+	if limit == fillOutput {
+		w.oend -= lastLiterals // liblz4's "hack for the LZ4 format restriction"
+	}
+	w.out = make([]byte, 0, min(dstCap, CompressBound(len(src))))
+	return w
+}
+
+// encode appends the literals anchor…ip and a match of ml bytes at ref,
+// and moves ip and anchor past it. With checks, it returns false and leaves
+// the output as it was when the sequence would not fit.
+func (w *seqWriter) encode(ml, ref int, checks bool) bool {
+	length := w.ip - w.anchor
+	if checks && len(w.out)+1+length/255+length+2+1+lastLiterals > w.oend {
+		return false
+	}
+	mark := len(w.out)
+	out := append(w.out, 0)
+	if length >= runMask {
+		out[mark] = runMask << 4
+		l := length - runMask
+		for ; l >= 255; l -= 255 {
+			out = append(out, 255)
+		}
+		out = append(out, byte(l))
+	} else {
+		out[mark] = byte(length << 4)
+	}
+	out = append(out, w.src[w.anchor:w.ip]...)
+	out = binary.LittleEndian.AppendUint16(out, uint16(w.ip-ref))
+	l := ml - minMatch
+	if checks && len(out)+l/255+1+lastLiterals > w.oend {
+		w.out = out[:mark]
+		return false
+	}
+	if l >= mlMask {
+		out[mark] += mlMask
+		l -= mlMask
+		for ; l >= 510; l -= 510 {
+			out = append(out, 255, 255)
+		}
+		if l >= 255 {
+			l -= 255
+			out = append(out, 255)
+		}
+		out = append(out, byte(l))
+	} else {
+		out[mark] += byte(l)
+	}
+	w.out = out
+	w.ip += ml
+	w.anchor = w.ip
+	return true
+}
+
+// put is encode with the checks of the mode.
+func (w *seqWriter) put(ml, ref int) bool { return w.encode(ml, ref, w.limit != notLimited) }
+
+// overflow is _dest_overflow: the sequence (ml, ref) at ip did not fit.
+// In fillOutput mode it writes as much of it as leaves room for the end
+// and reports true (go on to the last literals); otherwise the compression
+// fails.
+func (w *seqWriter) overflow(ml, ref int) bool {
+	if w.limit != fillOutput {
+		return false
+	}
+	ll := w.ip - w.anchor
+	llTotal := 1 + (ll+240)/255 + ll
+	maxLitPos := w.oend - 3
+	if len(w.out)+llTotal <= maxLitPos {
+		bytesLeft := maxLitPos - (len(w.out) + llTotal)
+		ml = min(ml, minMatch+mlMask-1+bytesLeft*255)
+		if (w.oend+lastLiterals)-(len(w.out)+llTotal+2)-1+ml >= mfLimit {
+			w.encode(ml, ref, false)
+		}
+	}
+	return true
+}
+
+// finish writes the last literals (in fillOutput mode as many as fit) and
+// returns the block and the source bytes it holds; nil when the block does
+// not fit in limitedOutput mode.
+func (w *seqWriter) finish() ([]byte, int) {
+	lastRun := len(w.src) - w.anchor
+	llAdd := (lastRun + 255 - runMask) / 255
+	oend := w.oend
+	if w.limit == fillOutput {
+		oend += lastLiterals
+	}
+	if w.limit != notLimited && len(w.out)+1+llAdd+lastRun > oend {
+		if w.limit == limitedOutput {
+			return nil, 0
+		}
+		lastRun = max(0, oend-len(w.out)-1)
+		llAdd = (lastRun + 256 - runMask) / 256
+		lastRun -= llAdd
+	}
+	out := w.out
+	if lastRun >= runMask {
+		acc := lastRun - runMask
+		out = append(out, runMask<<4)
+		for ; acc >= 255; acc -= 255 {
+			out = append(out, 255)
+		}
+		out = append(out, byte(acc))
+	} else {
+		out = append(out, byte(lastRun<<4))
+	}
+	out = append(out, w.src[w.anchor:w.anchor+lastRun]...)
+	return out, w.anchor + lastRun
+}
+
+// CompressHCDestSize is LZ4_compress_HC_destSize on a fresh state: it
+// compresses as much of src as fits in dstSize bytes and returns the block
+// and the source bytes it holds. Levels are clamped as liblz4 clamps them
+// (below 1 → 9, above 12 → 12).
 func CompressHCDestSize(src []byte, dstSize, level int) ([]byte, int) {
 	out, n, _ := CompressHCDestSizeBudget(src, dstSize, level, nil)
 	return out, n
@@ -211,113 +402,86 @@ func CompressHCDestSize(src []byte, dstSize, level int) ([]byte, int) {
 // scans input that yields no match to its end, so a crafted caller asking
 // for many small blocks of a large input would otherwise make it quadratic.
 func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (block []byte, consumed int, ok bool) {
-	if level < 1 {
-		level = 9
-	}
-	if level > HCMaxLevel || dstSize < 1 {
+	if dstSize < 1 || len(src) > maxInput {
 		return nil, 0, true
 	}
-	maxAttempts := hcSearches[level]
-	patternAnalysis := maxAttempts > 128
+	return compressHC(src, dstSize, level, fillOutput, budget)
+}
+
+// CompressHC is LZ4_compress_HC on a fresh state: the whole of src as one
+// block, or nil when it does not fit in dstCapacity bytes (levels clamped
+// as in CompressHCDestSize).
+func CompressHC(src []byte, dstCapacity, level int) []byte {
+	if len(src) > maxInput {
+		return nil
+	}
+	limit := notLimited
+	if dstCapacity < CompressBound(len(src)) {
+		limit = limitedOutput
+	}
+	out, _, _ := compressHC(src, max(dstCapacity, 0), level, limit, nil)
+	return out
+}
+
+func compressHC(src []byte, dstCap, level int, limit limitMode, budget *int64) ([]byte, int, bool) {
+	level = clampLevel(level)
 	// A fresh, zeroed state per call, as LZ4_initStreamHC makes it. The
 	// input is read in place (never past iend; see the bounds in the
 	// helpers), so each call costs what it compresses, not the input size.
 	h := hcPool.Get().(*hcState)
 	defer hcPool.Put(h)
-	*h = hcState{src: src, nextToUpdate: hcStart}
+	h.reset(src)
+	defer func() { h.src = nil }()
+	w := newSeqWriter(src, dstCap, limit)
+	p := hcParams[level]
+	if level >= optMinLevel {
+		return h.compressOptimal(&w, p.searches, p.target, level == HCMaxLevel, budget)
+	}
+	return h.compressHashChain(&w, p.searches, budget)
+}
+
+// compressHashChain is LZ4HC_compress_hashChain.
+func (h *hcState) compressHashChain(w *seqWriter, maxAttempts int, budget *int64) ([]byte, int, bool) {
+	src := h.src
+	patternAnalysis := maxAttempts > 128
 	iend := len(src)
 	mflimit := iend - mfLimit
 	matchlimit := iend - lastLiterals
-	oend := dstSize - lastLiterals
-	out := make([]byte, 0, dstSize)
-	ip, anchor := 0, 0
-
-	// encode appends one sequence; false when it would not fit.
-	encode := func(ml, ref int, limited bool) bool {
-		length := ip - anchor
-		if limited && len(out)+1+length/255+length+2+1+lastLiterals > oend {
-			return false
-		}
-		mark := len(out)
-		out = append(out, 0)
-		if length >= runMask {
-			out[mark] = runMask << 4
-			l := length - runMask
-			for ; l >= 255; l -= 255 {
-				out = append(out, 255)
-			}
-			out = append(out, byte(l))
-		} else {
-			out[mark] = byte(length << 4)
-		}
-		out = append(out, src[anchor:ip]...)
-		out = binary.LittleEndian.AppendUint16(out, uint16(ip-ref))
-		l := ml - minMatch
-		if limited && len(out)+l/255+1+lastLiterals > oend {
-			out = out[:mark]
-			return false
-		}
-		if l >= mlMask {
-			out[mark] += mlMask
-			l -= mlMask
-			for ; l >= 510; l -= 510 {
-				out = append(out, 255, 255)
-			}
-			if l >= 255 {
-				l -= 255
-				out = append(out, 255)
-			}
-			out = append(out, byte(l))
-		} else {
-			out[mark] += byte(l)
-		}
-		ip += ml
-		anchor = ip
-		return true
-	}
 	var ml, ref int
-	overflow := func() {
-		ll := ip - anchor
-		llTotal := 1 + (ll+240)/255 + ll
-		maxLitPos := oend - 3
-		if len(out)+llTotal <= maxLitPos {
-			bytesLeft := maxLitPos - (len(out) + llTotal)
-			maxMl := minMatch + mlMask - 1 + bytesLeft*255
-			if ml > maxMl {
-				ml = maxMl
-			}
-			if (oend+lastLiterals)-(len(out)+llTotal+2)-1+ml >= mfLimit {
-				encode(ml, ref, false)
-			}
+	fail := func() ([]byte, int, bool) {
+		if !w.overflow(ml, ref) {
+			return nil, 0, true
 		}
+		out, n := w.finish()
+		return out, n, true
 	}
 
 	if len(src) >= minLength {
-	main:
-		for ip <= mflimit {
+		for w.ip <= mflimit {
 			if budget != nil {
 				if *budget <= 0 {
 					return nil, 0, false
 				}
 				*budget--
 			}
-			ml = h.widerMatch(ip, ip, matchlimit, minMatch-1, &ref, new(int), maxAttempts, patternAnalysis)
+			ip := w.ip
+			ml = h.widerMatch(ip, ip, matchlimit, minMatch-1, &ref, new(int), maxAttempts, patternAnalysis, false)
 			if ml < minMatch {
-				ip++
+				w.ip++
 				continue
 			}
 			start0, ref0, ml0 := ip, ref, ml
 			var ml2, start2, ref2, ml3, start3, ref3 int
 		search2:
 			if ip+ml <= mflimit {
-				ml2 = h.widerMatch(ip+ml-2, ip, matchlimit, ml, &ref2, &start2, maxAttempts, patternAnalysis)
+				ml2 = h.widerMatch(ip+ml-2, ip, matchlimit, ml, &ref2, &start2, maxAttempts, patternAnalysis, false)
 			} else {
 				ml2 = ml
 			}
 			if ml2 == ml {
-				if !encode(ml, ref, true) {
-					overflow()
-					break main
+				w.ip = ip
+				if !w.put(ml, ref) {
+					return fail()
 				}
 				continue
 			}
@@ -341,7 +505,7 @@ func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (bl
 				}
 			}
 			if start2+ml2 <= mflimit {
-				ml3 = h.widerMatch(start2+ml2-3, start2, matchlimit, ml2, &ref3, &start3, maxAttempts, patternAnalysis)
+				ml3 = h.widerMatch(start2+ml2-3, start2, matchlimit, ml2, &ref3, &start3, maxAttempts, patternAnalysis, false)
 			} else {
 				ml3 = ml2
 			}
@@ -349,15 +513,14 @@ func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (bl
 				if start2 < ip+ml {
 					ml = start2 - ip
 				}
-				if !encode(ml, ref, true) {
-					overflow()
-					break main
+				w.ip = ip
+				if !w.put(ml, ref) {
+					return fail()
 				}
-				ip = start2
-				if !encode(ml2, ref2, true) {
+				w.ip = start2
+				if !w.put(ml2, ref2) {
 					ml, ref = ml2, ref2
-					overflow()
-					break main
+					return fail()
 				}
 				continue
 			}
@@ -372,9 +535,9 @@ func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (bl
 							start2, ref2, ml2 = start3, ref3, ml3
 						}
 					}
-					if !encode(ml, ref, true) {
-						overflow()
-						break main
+					w.ip = ip
+					if !w.put(ml, ref) {
+						return fail()
 					}
 					ip, ref, ml = start3, ref3, ml3
 					start0, ref0, ml0 = start2, ref2, ml2
@@ -398,34 +561,15 @@ func CompressHCDestSizeBudget(src []byte, dstSize, level int, budget *int64) (bl
 					ml = start2 - ip
 				}
 			}
-			if !encode(ml, ref, true) {
-				overflow()
-				break main
+			w.ip = ip
+			if !w.put(ml, ref) {
+				return fail()
 			}
 			ip, ref, ml = start2, ref2, ml2
 			start2, ref2, ml2 = start3, ref3, ml3
 			goto search3
 		}
 	}
-	// last literals
-	lastRun := iend - anchor
-	llAdd := (lastRun + 255 - runMask) / 255
-	oend += lastLiterals
-	if len(out)+1+llAdd+lastRun > oend {
-		lastRun = max(0, oend-len(out)-1)
-		llAdd = (lastRun + 256 - runMask) / 256
-		lastRun -= llAdd
-	}
-	if lastRun >= runMask {
-		acc := lastRun - runMask
-		out = append(out, runMask<<4)
-		for ; acc >= 255; acc -= 255 {
-			out = append(out, 255)
-		}
-		out = append(out, byte(acc))
-	} else {
-		out = append(out, byte(lastRun<<4))
-	}
-	out = append(out, src[anchor:anchor+lastRun]...)
-	return out, anchor + lastRun, true
+	out, n := w.finish()
+	return out, n, true
 }

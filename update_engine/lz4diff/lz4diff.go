@@ -22,8 +22,8 @@
 // functions (update_engine/liblz4), zero-filling the rest (in front with zero
 // padding), checks sha256_hash and applies postfix_bspatch where present,
 // and pads the result with zeros to a whole number of 4 KiB blocks.
-// LZ4HC levels 10…12 (liblz4's optimal parser) are refused with
-// ErrUnsupported.
+// The LZ4HC level goes to liblz4 as AOSP passes it, every int32 accepted:
+// below 1 means 9, above 12 means 12 (levels 10…12 are the optimal parser).
 package lz4diff
 
 import (
@@ -348,9 +348,6 @@ func Compress(data []byte, in *Info) ([]byte, error) {
 	}
 	if unc != uint64(len(data)) {
 		return nil, corrupt("patched data is %d bytes, the destination blocks hold %d", len(data), unc)
-	}
-	if in.Algo == LZ4HC && in.Level > liblz4.HCMaxLevel {
-		return nil, fmt.Errorf("lz4diff: LZ4HC level %d (liblz4's optimal parser) is not implemented: %w", in.Level, ErrUnsupported)
 	}
 	if in.Algo != LZ4 && in.Algo != LZ4HC {
 		for _, b := range in.Blocks {

@@ -81,6 +81,11 @@ func TestApply(t *testing.T) {
 		{"lz4hc9-padding", LZ4HC, 9, true},
 		{"lz4hc6", LZ4HC, 6, false},
 		{"lz4hc-default", LZ4HC, 0, true},
+		{"lz4hc12-padding", LZ4HC, 12, true},
+		{"lz4hc10", LZ4HC, 10, false},
+		{"lz4hc11", LZ4HC, 11, true},
+		{"lz4hc-above-max", LZ4HC, 40, true}, // liblz4 clamps to 12
+		{"lz4hc-negative", LZ4HC, -3, true},  // liblz4 takes 9
 		{"lz4", LZ4, 0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -190,24 +195,55 @@ func TestApplyPuffdiffAndPostfix(t *testing.T) {
 		t.Fatalf("wrong sha256: %v", err)
 	}
 	h.Dst.Blocks[1].SHA256[0] ^= 1
-	// Levels of liblz4's optimal parser are refused.
+	// A patch naming another level than the one its blocks were made
+	// with: the re-compressed cluster fails its hash.
 	h.Dst.Level = 12
-	if _, err := Apply(sb, h.Encode(inner)); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("level 12: %v", err)
+	if _, err := Apply(sb, h.Encode(inner)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("level 12 for level-9 clusters: %v", err)
 	}
+	h.Dst.Level = 9
 	// Wrong source size.
 	if _, err := Apply(sb[:len(sb)-1], patch); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("short source: %v", err)
 	}
 }
 
+// TestCraftedBlocksRefused: a patch asking for many tiny destination
+// blocks over match-free data (each re-compression scans to the end of the
+// data) is refused instead of running quadratically, at a hash-chain and at
+// an optimal-parser level.
+func TestCraftedBlocksRefused(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	data := make([]byte, 256<<10)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	var sbl, dbl []Block
+	for off := 0; off < len(data); off += blockSize {
+		sbl = append(sbl, Block{UncompressedOffset: uint64(off), UncompressedLength: blockSize, CompressedLength: blockSize})
+		dbl = append(dbl, Block{UncompressedOffset: uint64(off), UncompressedLength: blockSize, CompressedLength: 16})
+	}
+	inner, err := bsdiff.Diff(data, data).Encode(bsdiff.Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, level := range []int32{9, 12} {
+		h := &Header{Src: Info{Algo: LZ4HC, Level: level, Blocks: sbl}, Dst: Info{Algo: LZ4HC, Level: level, Blocks: dbl}}
+		if _, err := Apply(data, h.Encode(inner)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("level %d: %v", level, err)
+		}
+	}
+}
+
 func FuzzApply(f *testing.F) {
 	old := text(1, 6000)
-	sb, sbl := clusters(old, LZ4HC, 9, true)
-	_, dbl := clusters(edit(old, 2), LZ4HC, 9, true)
 	inner, _ := bsdiff.Diff(old, edit(old, 2)).Encode(bsdiff.Format{})
-	h := &Header{Src: Info{Algo: LZ4HC, Level: 9, Blocks: sbl, ZeroPadding: true}, Dst: Info{Algo: LZ4HC, Level: 9, Blocks: dbl, ZeroPadding: true}}
-	f.Add(sb, h.Encode(inner))
+	for _, level := range []int32{9, 12} {
+		sb, sbl := clusters(old, LZ4HC, level, true)
+		_, dbl := clusters(edit(old, 2), LZ4HC, level, true)
+		h := &Header{Src: Info{Algo: LZ4HC, Level: level, Blocks: sbl, ZeroPadding: true}, Dst: Info{Algo: LZ4HC, Level: level, Blocks: dbl, ZeroPadding: true}}
+		f.Add(sb, h.Encode(inner))
+	}
 	f.Fuzz(func(t *testing.T, src, patch []byte) {
 		out, err := Apply(src, patch)
 		if err == nil && len(out) > maxOutput+blockSize {
