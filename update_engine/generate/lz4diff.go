@@ -49,7 +49,7 @@ func ParseLZ4DiffCompression(s string) (lz4diff.Algorithm, int32, error) {
 			}
 		}
 		if level > liblz4.HCMaxLevel {
-			return 0, 0, fmt.Errorf("generate: EROFS compressor %q: LZ4HC levels above %d (liblz4's optimal parser) are not implemented", s, liblz4.HCMaxLevel)
+			return 0, 0, fmt.Errorf("generate: EROFS compressor %q: LZ4HC levels are 1…%d (mkfs.erofs refuses others)", s, liblz4.HCMaxLevel)
 		}
 		return lz4diff.LZ4HC, int32(level), nil
 	}

@@ -25,6 +25,7 @@ func TestLZ4DiffErofs(t *testing.T) {
 		{"lz4hc", []string{"-zlz4hc"}, ""},
 		{"lz4hc-6-bigpcluster", []string{"-zlz4hc,6", "-C16384"}, "lz4hc,6"},
 		{"lz4-legacy", []string{"-zlz4", "-Elegacy-compress"}, "lz4"},
+		{"lz4hc-12", []string{"-zlz4hc,12"}, "lz4hc,12"},
 		{"apk", []string{"-zlz4hc"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,6 +126,7 @@ func TestErofsCompressionLevel(t *testing.T) {
 		{[]string{"-zlz4hc,4"}, "lz4hc,4", "lz4hc,9"},
 		{[]string{"-zlz4hc", "-C16384"}, "lz4hc", "lz4hc,3"},
 		{[]string{"-zlz4"}, "lz4", "lz4hc,9"},
+		{[]string{"-zlz4hc,12"}, "lz4hc,12", "lz4hc,9"},
 	} {
 		img, err := imagegen.MakeErofs(t.Context(), t.TempDir(), ot, tc.opts...)
 		if err != nil {
