@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vabc-go/vabc/cow"
 	"github.com/vabc-go/vabc/kernel/fuse"
 	"github.com/vabc-go/vabc/snapuserd"
@@ -120,39 +122,92 @@ type readerAt interface {
 	ReadAt(p []byte, off int64) (int, error)
 }
 
-// suMeasure returns MB/s for sequential 4 KiB reads over the first
-// suSeqBytes and for suRandReads random aligned 4 KiB reads, checking the
-// bytes against the target file.
-func suMeasure(ra readerAt, want *os.File) (seq, rnd float64, err error) {
+// suPasses are the four read passes of one path, in MB/s: sequential 4 KiB
+// reads over the first suSeqBytes and suRandReads random aligned 4 KiB
+// reads, each first cold (the path's caches dropped: every block is
+// produced by the daemon) and then warm (the same reads again).
+type suPasses struct {
+	seqCold, seqWarm, rndCold, rndWarm float64
+	cpu                                time.Duration // process CPU time of all four passes
+}
+
+// suMeasure runs the four passes on ra, checking the bytes against want.
+// drop, if non-nil, drops ra's page cache before each cold pass.
+func suMeasure(ra readerAt, want *os.File, drop func()) (res suPasses, err error) {
 	p, q := make([]byte, 4096), make([]byte, 4096)
-	start := time.Now()
-	for off := int64(0); off < suSeqBytes; off += 4096 {
-		if _, err = ra.ReadAt(p, off); err != nil {
-			return
-		}
-	}
-	seq = suSeqBytes / time.Since(start).Seconds() / 1e6
-	r := rand.New(rand.NewPCG(1, 1))
-	start = time.Now()
-	var check time.Duration
-	for i := range suRandReads {
-		off := r.Int64N(suPartition/4096) * 4096
-		if _, err = ra.ReadAt(p, off); err != nil {
-			return
-		}
-		if i%16 == 0 { // spot-check correctness (excluded from the timing)
-			c := time.Now()
-			if _, err = want.ReadAt(q, off); err != nil {
-				return
+	cpu0 := cpuTime()
+	seq := func() (float64, error) {
+		start := time.Now()
+		for off := int64(0); off < suSeqBytes; off += 4096 {
+			if _, err := ra.ReadAt(p, off); err != nil {
+				return 0, err
 			}
-			if !bytes.Equal(p, q) {
-				return 0, 0, fmt.Errorf("data mismatch at offset %d", off)
-			}
-			check += time.Since(c)
 		}
+		return suSeqBytes / time.Since(start).Seconds() / 1e6, nil
 	}
-	rnd = float64(suRandReads*4096) / (time.Since(start) - check).Seconds() / 1e6
+	rnd := func() (float64, error) {
+		r := rand.New(rand.NewPCG(1, 1))
+		start := time.Now()
+		var check time.Duration
+		for i := range suRandReads {
+			off := r.Int64N(suPartition/4096) * 4096
+			if _, err := ra.ReadAt(p, off); err != nil {
+				return 0, err
+			}
+			if i%16 == 0 { // spot-check correctness (excluded from the timing)
+				c := time.Now()
+				if _, err := want.ReadAt(q, off); err != nil {
+					return 0, err
+				}
+				if !bytes.Equal(p, q) {
+					return 0, fmt.Errorf("data mismatch at offset %d", off)
+				}
+				check += time.Since(c)
+			}
+		}
+		return float64(suRandReads*4096) / (time.Since(start) - check).Seconds() / 1e6, nil
+	}
+	if drop != nil {
+		drop()
+	}
+	if res.seqCold, err = seq(); err != nil {
+		return
+	}
+	if res.seqWarm, err = seq(); err != nil {
+		return
+	}
+	if drop != nil {
+		drop()
+	}
+	if res.rndCold, err = rnd(); err != nil {
+		return
+	}
+	if res.rndWarm, err = rnd(); err != nil {
+		return
+	}
+	res.cpu = cpuTime() - cpu0
 	return
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// row prints one path's passes with their ratios to the direct reads.
+func (res suPasses) row(rep *report, name string, ref suPasses) {
+	rep.printf("| %s | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.2f |\n", name,
+		res.seqCold, res.seqCold/ref.seqWarm, res.seqWarm, res.seqWarm/ref.seqWarm,
+		res.rndCold, res.rndCold/ref.rndWarm, res.rndWarm, res.rndWarm/ref.rndWarm, res.cpu.Seconds())
+}
+
+// dropCache drops f's page cache (POSIX_FADV_DONTNEED; FUSE files too).
+func dropCache(f *os.File) func() {
+	return func() { unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) }
 }
 
 func rssKiB() int64 {
@@ -209,54 +264,67 @@ func benchSnapuserd(rep *report) error {
 
 	rep.printf("\n## snapuserd read path\n\n1 GiB partition, v3 COW, lz4, 64 KiB compression units (%.1f MiB; 30 %% replaced, 10 %% copied, 5 %% zero, rest unmapped). "+
 		"Sequential: 4 KiB reads over the first %d MiB; random: %d aligned 4 KiB reads over the whole device, spot-checked against the target. "+
-		"The reference reads target.img directly (page cache warm after generation).\n\n", float64(fi.Size())/(1<<20), suSeqBytes>>20, suRandReads)
-	rep.printf("| path | sequential 4 KiB MB/s | random 4 KiB MB/s | ÷ direct (seq / random) |\n|---|---|---|---|\n")
-	dseq, drnd, err := suMeasure(tf, tf)
+		"Each is run cold (the path's page cache dropped first, so the daemon produces every block) and then warm (the same reads again). "+
+		"The reference reads target.img directly, page cache warm after generation; every ratio (in brackets) is to its warm pass. "+
+		"CPU-s is the whole process (reader, daemon and kernel time on its behalf) over the four passes.\n\n", float64(fi.Size())/(1<<20), suSeqBytes>>20, suRandReads)
+	rep.printf("| path | seq cold MB/s (÷ direct) | seq warm | random cold | random warm | CPU-s |\n|---|---|---|---|---|---|\n")
+	ref, err := suMeasure(tf, tf, nil)
 	if err != nil {
 		return err
 	}
-	rep.printf("| target.img direct (pread) | %.0f | %.0f | 1 / 1 |\n", dseq, drnd)
-	eseq, ernd, err := suMeasure(fe.Target("system"), tf)
+	ref.row(rep, "target.img direct (pread)", ref)
+	emu, err := suMeasure(fe.Target("system"), tf, nil)
 	if err != nil {
 		return fmt.Errorf("emulated dm-user: %w", err)
 	}
-	rep.printf("| snapuserd, emulated dm-user (4 workers) | %.0f | %.0f | %.3f / %.3f |\n", eseq, ernd, eseq/dseq, ernd/drnd)
+	emu.row(rep, "snapuserd, emulated dm-user (4 workers)", ref)
 
 	if os.Geteuid() == 0 {
 		if _, err := os.Stat("/dev/fuse"); err == nil {
-			mnt := filepath.Join(dir, "mnt")
-			os.Mkdir(mnt, 0o755)
-			exp, err := fuse.Mount(mnt, nil)
-			if err != nil {
-				return err
+			for _, ra := range []int{-1, 0} {
+				if err := suFuse(rep, dir, cowPath, base, tf, ra, ref); err != nil {
+					return fmt.Errorf("fuse: %w", err)
+				}
 			}
-			defer exp.Unmount()
-			fm := snapuserd.NewManager(snapuserd.Config{Frontend: &snapuserd.Fuse{Export: exp}, Open: func(req proto.InitRequest) (snapuserd.Device, error) {
-				return snapuserd.OpenSnapshot(req, nil)
-			}, StopCancels: true})
-			defer fm.Shutdown()
-			if _, err := fm.InitHandler(proto.InitRequest{Misc: "system", Cow: cowPath, Backing: base, BasePath: base}); err != nil {
-				return err
-			}
-			if err := fm.StartHandler("system"); err != nil {
-				return err
-			}
-			ff, err := os.Open(filepath.Join(mnt, "system"))
-			if err != nil {
-				return err
-			}
-			fseq, frnd, err := suMeasure(ff, tf)
-			ff.Close()
-			if err != nil {
-				return fmt.Errorf("fuse: %w", err)
-			}
-			rep.printf("| snapuserd, FUSE file (1 MiB max_read, kernel read-ahead 128 KiB) | %.0f | %.0f | %.3f / %.3f |\n", fseq, frnd, fseq/dseq, frnd/drnd)
 		}
 	} else {
-		rep.printf("| snapuserd, FUSE file | skipped: needs root | | |\n")
+		rep.printf("| snapuserd, FUSE file | skipped: needs root | | | | |\n")
 	}
 	rep.printf("\nHandler memory for the 1 GiB partition (%d ops): RSS +%.1f MiB, Go heap in use +%.1f MiB after init+start.\n",
 		len(mustOps(cowPath)), float64(rss1-rss0)/1024, float64(int64(ms1.HeapInuse)-int64(ms0.HeapInuse))/(1<<20))
+	return nil
+}
+
+// suFuse measures the FUSE export with the kernel read-ahead readAheadKB
+// (fuse.Options.ReadAheadKB).
+func suFuse(rep *report, dir, cowPath, base string, tf *os.File, readAheadKB int, ref suPasses) error {
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	exp, err := fuse.Mount(mnt, &fuse.Options{ReadAheadKB: readAheadKB})
+	if err != nil {
+		return err
+	}
+	defer exp.Unmount()
+	fm := snapuserd.NewManager(snapuserd.Config{Frontend: &snapuserd.Fuse{Export: exp}, Open: func(req proto.InitRequest) (snapuserd.Device, error) {
+		return snapuserd.OpenSnapshot(req, nil)
+	}, StopCancels: true})
+	defer fm.Shutdown()
+	if _, err := fm.InitHandler(proto.InitRequest{Misc: "system", Cow: cowPath, Backing: base, BasePath: base}); err != nil {
+		return err
+	}
+	if err := fm.StartHandler("system"); err != nil {
+		return err
+	}
+	ff, err := os.Open(filepath.Join(mnt, "system"))
+	if err != nil {
+		return err
+	}
+	defer ff.Close()
+	res, err := suMeasure(ff, tf, dropCache(ff))
+	if err != nil {
+		return err
+	}
+	res.row(rep, fmt.Sprintf("snapuserd, FUSE file (1 MiB max_read, kernel read-ahead %d KiB, KEEP_CACHE)", exp.ReadAheadKB()), ref)
 	return nil
 }
 

@@ -74,7 +74,7 @@ func (r *ramStore) Discard(sector, length uint64) error {
 
 // startServer wires a handler to an emulated target and returns the target
 // and a function that waits for Server.Run's result.
-func startServer(t *testing.T, h Handler, size int64, opts *EmulatorOptions) (*Target, func() error) {
+func startServer(t testing.TB, h Handler, size int64, opts *EmulatorOptions) (*Target, func() error) {
 	t.Helper()
 	tgt, chans, err := NewTarget(size, opts)
 	if err != nil {
