@@ -201,8 +201,8 @@ func cpuTime() time.Duration {
 // row prints one path's passes with their ratios to the direct reads.
 func (res suPasses) row(rep *report, name string, ref suPasses) {
 	rep.printf("| %s | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.2f |\n", name,
-		res.seqCold, res.seqCold/ref.seqWarm, res.seqWarm, res.seqWarm/ref.seqWarm,
-		res.rndCold, res.rndCold/ref.rndWarm, res.rndWarm, res.rndWarm/ref.rndWarm, res.cpu.Seconds())
+		res.seqCold, res.seqCold/ref.seqCold, res.seqWarm, res.seqWarm/ref.seqWarm,
+		res.rndCold, res.rndCold/ref.rndCold, res.rndWarm, res.rndWarm/ref.rndWarm, res.cpu.Seconds())
 }
 
 // dropCache drops f's page cache (POSIX_FADV_DONTNEED; FUSE files too).
@@ -265,7 +265,7 @@ func benchSnapuserd(rep *report) error {
 	rep.printf("\n## snapuserd read path\n\n1 GiB partition, v3 COW, lz4, 64 KiB compression units (%.1f MiB; 30 %% replaced, 10 %% copied, 5 %% zero, rest unmapped). "+
 		"Sequential: 4 KiB reads over the first %d MiB; random: %d aligned 4 KiB reads over the whole device, spot-checked against the target. "+
 		"Each is run cold (the path's page cache dropped first, so the daemon produces every block) and then warm (the same reads again). "+
-		"The reference reads target.img directly, page cache warm after generation; every ratio (in brackets) is to its warm pass. "+
+		"The reference reads target.img directly, its page cache warm after generation in both passes; every ratio (in brackets) is to the same pass of the direct reads. "+
 		"CPU-s is the whole process (reader, daemon and kernel time on its behalf) over the four passes.\n\n", float64(fi.Size())/(1<<20), suSeqBytes>>20, suRandReads)
 	rep.printf("| path | seq cold MB/s (÷ direct) | seq warm | random cold | random warm | CPU-s |\n|---|---|---|---|---|---|\n")
 	ref, err := suMeasure(tf, tf, nil)

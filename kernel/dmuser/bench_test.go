@@ -11,24 +11,26 @@ import (
 // emulated kernel and the daemon's worker loops.
 func BenchmarkEmulatedRead(b *testing.B) {
 	const size = 16 << 20
-	for _, ch := range []int{1, 4} {
-		for _, par := range []int{1, 4} {
-			b.Run(fmt.Sprintf("chans=%d/readers=%d", ch, par), func(b *testing.B) {
-				tgt, _ := startServer(b, newRAM(size), size, &EmulatorOptions{Channels: ch})
-				b.SetBytes(4096)
-				b.SetParallelism(par)
-				b.RunParallel(func(pb *testing.PB) {
-					p := make([]byte, 4096)
-					off := int64(0)
-					for pb.Next() {
-						if _, err := tgt.ReadAt(p, off); err != nil {
-							b.Error(err)
-							return
+	for _, sock := range []bool{false, true} {
+		for _, ch := range []int{1, 4} {
+			for _, par := range []int{1, 4} {
+				b.Run(fmt.Sprintf("socketpair=%v/chans=%d/readers=%d", sock, ch, par), func(b *testing.B) {
+					tgt, _ := startServer(b, newRAM(size), size, &EmulatorOptions{Channels: ch, Socketpair: sock})
+					b.SetBytes(4096)
+					b.SetParallelism(par)
+					b.RunParallel(func(pb *testing.PB) {
+						p := make([]byte, 4096)
+						off := int64(0)
+						for pb.Next() {
+							if _, err := tgt.ReadAt(p, off); err != nil {
+								b.Error(err)
+								return
+							}
+							off = (off + 4096) % size
 						}
-						off = (off + 4096) % size
-					}
+					})
 				})
-			})
+			}
 		}
 	}
 }
