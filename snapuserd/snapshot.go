@@ -48,7 +48,7 @@ type Snapshot struct {
 
 	closers []io.Closer
 
-	units unitCache // decoded Replace/Xor payloads, LRU (unitcache.go)
+	units payloadCache // decoded Replace/Xor payloads, sharded LRU (unitcache.go)
 
 	bufPool sync.Pool // *[]byte of cow.MaxCompressionSize
 
@@ -178,6 +178,7 @@ func NewSnapshot(name string, cowRA io.ReaderAt, cowSize int64, src, base io.Rea
 	if err := s.loadScratch(); err != nil {
 		return nil, err
 	}
+	s.units.setLimit(unitCacheBytes)
 	s.bufPool.New = func() any { b := make([]byte, cow.MaxCompressionSize); return &b }
 	return s, nil
 }
