@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -113,4 +114,60 @@ func TestPageCacheAndReadAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	pass()
+}
+
+// slowDev is a ramDev whose reads take a while and that records how many
+// run at once.
+type slowDev struct {
+	ramDev
+	mu        sync.Mutex
+	cur, peak int
+}
+
+func (d *slowDev) ReadSectors(p []byte, sector uint64) error {
+	d.mu.Lock()
+	d.cur++
+	d.peak = max(d.peak, d.cur)
+	d.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	d.mu.Lock()
+	d.cur--
+	d.mu.Unlock()
+	return d.ramDev.ReadSectors(p, sector)
+}
+
+// TestConcurrentRequests: readers of one exported file get their requests
+// served at the same time (go-fuse serves each request on its own
+// goroutine; the kernel keeps up to max_background read-ahead requests in
+// flight), not one after the other.
+func TestConcurrentRequests(t *testing.T) {
+	e := mountOrSkip(t)
+	const size = 4 << 20
+	dev := &slowDev{ramDev: ramDev{make([]byte, size)}}
+	if err := e.Add("system", dev, size); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(e.Dir(), "system"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			p := make([]byte, 4096)
+			for k := range 8 {
+				// Far apart, so that read-ahead does not merge them.
+				if _, err := f.ReadAt(p, int64(g*size/4+k*(size/32))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if dev.peak < 2 {
+		t.Errorf("at most %d request in flight with 4 readers, want several", dev.peak)
+	}
+	t.Logf("peak %d requests in flight", dev.peak)
 }
