@@ -94,6 +94,13 @@ func Mount(dir string, opts *Options) (*Export, error) {
 		// into a pipe first, and for a 1 MiB reply plus header it fails
 		// against the default pipe-max-size of 1 MiB, logging every time.
 		DisableSplice: true,
+		// No FUSE_AUTO_INVAL_DATA: with it the kernel revalidates the
+		// attributes (a GETATTR round trip) on reads once AttrTimeout has
+		// passed and drops the page cache if they look changed. An
+		// exported device never changes while exported and Remove
+		// invalidates explicitly (NotifyContent), so the cache is only
+		// dropped by us.
+		ExplicitDataCacheControl: true,
 	}
 	if os.Geteuid() == 0 {
 		mo.DirectMount = true
