@@ -1,9 +1,11 @@
 package main
 
 // snapuserd section: read throughput through the daemon's read path for an
-// lz4 v3 COW (64 KiB units), via the emulated dm-user transport and via the
-// FUSE export, each beside a direct read of the target image in the same
-// run; and the memory a handler costs for a 1 GiB partition.
+// lz4 v3 COW (64 KiB units), via the emulated dm-user transport (before and
+// with a merge in progress) and via the FUSE export (the kernel's and a
+// 1 MiB read-ahead), each beside a direct read of the target image in the
+// same run, cold and warm, with the process CPU time per read; and the
+// memory a handler costs for a 1 GiB partition.
 
 import (
 	"bytes"
