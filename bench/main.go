@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -65,7 +66,18 @@ func (r *report) printf(format string, args ...any) {
 func main() {
 	out := flag.String("o", "docs/BENCHMARKS.md", "where to write the Markdown report")
 	only := flag.String("only", "", "comma-separated section names to run (default all)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: cpuprofile:", err)
+			os.Exit(1)
+		}
+	}
 	t0 := time.Now()
 
 	r := &report{plotDir: filepath.Join(filepath.Dir(*out), "bench"), plotLink: "bench"}
@@ -90,6 +102,7 @@ func main() {
 			failed = true
 		}
 	}
+	pprof.StopCPUProfile() // before any os.Exit
 	if err := os.WriteFile(*out, r.buf.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

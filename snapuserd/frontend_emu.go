@@ -14,6 +14,9 @@ import (
 // Target(misc) crosses the real dm-user byte protocol to the handler's read
 // workers. It stands in for /dev/dm-user on hosts without the module.
 type EmulatedDmUser struct {
+	// Workers is the number of channels and read workers; 0 means 4
+	// (AOSP's -worker_count default), so that several requests of one
+	// device are served at once.
 	Workers int
 	Options dmuser.EmulatorOptions // Channels is overridden by Workers
 	Logger  *slog.Logger
@@ -35,7 +38,10 @@ func (f *EmulatedDmUser) Target(misc string) *dmuser.Target {
 // Prepare creates the emulated target and its channels.
 func (f *EmulatedDmUser) Prepare(misc string, dev Device) (Export, error) {
 	opts := f.Options
-	opts.Channels = max(f.Workers, 1)
+	opts.Channels = f.Workers
+	if opts.Channels <= 0 {
+		opts.Channels = 4
+	}
 	t, chans, err := dmuser.NewTarget(dev.Size(), &opts)
 	if err != nil {
 		return nil, fmt.Errorf("snapuserd: emulated dm-user for %s: %w", misc, err)

@@ -177,30 +177,6 @@ func (s *Snapshot) beginRead() *merge.Engine {
 
 func (s *Snapshot) endRead() { s.mg.gate.RUnlock() }
 
-// readEngine serves a read while (or after) the engine merges: the engine's
-// ReadAt follows the window states (snapuserd.md §4), so a block of a window
-// being written comes from the read-ahead buffer and a merged one from the
-// base device. Bytes past the engine's whole blocks (a base device whose size
-// is not a multiple of 4096) cannot be mapped and come from the base device.
-func (s *Snapshot) readEngine(e *merge.Engine, p []byte, sector uint64) error {
-	if sector > uint64(s.size)/512 || int64(sector)*512+int64(len(p)) > s.size {
-		return fmt.Errorf("snapuserd: %s: read of %d bytes at sector %d beyond device end (%d bytes)", s.name, len(p), sector, s.size)
-	}
-	off := int64(sector) * 512
-	if n := min(int64(len(p)), max(e.Size()-off, 0)); n > 0 {
-		if _, err := e.ReadAt(p[:n], off); err != nil {
-			return fmt.Errorf("snapuserd: %s: read of %d bytes at %d during merge: %w", s.name, n, off, err)
-		}
-		p, off = p[n:], off+n
-	}
-	if len(p) > 0 {
-		if err := readFull(s.base, p, off); err != nil {
-			return fmt.Errorf("snapuserd: %s: base device read at %d: %w", s.name, off, err)
-		}
-	}
-	return nil
-}
-
 func (m *Manager) mergeOptions() merge.Options {
 	c := m.cfg.Merge
 	return merge.Options{

@@ -32,7 +32,7 @@ type vabPart struct {
 	source, target  []byte
 }
 
-func newVABPart(t *testing.T, dir, misc string, pair createtest.Pair, version int, noScratch bool) vabPart {
+func newVABPart(t testing.TB, dir, misc string, pair createtest.Pair, version int, noScratch bool) vabPart {
 	t.Helper()
 	p := vabPart{misc: misc, cow: filepath.Join(dir, misc+".cow"), base: filepath.Join(dir, misc+".img"), source: pair.Source, target: pair.Target}
 	if err := os.WriteFile(p.base, pair.Source, 0o644); err != nil {

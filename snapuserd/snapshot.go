@@ -48,7 +48,7 @@ type Snapshot struct {
 
 	closers []io.Closer
 
-	units unitCache // decoded Replace/Xor payloads, LRU (unitcache.go)
+	units payloadCache // decoded Replace/Xor payloads, sharded LRU (unitcache.go)
 
 	bufPool sync.Pool // *[]byte of cow.MaxCompressionSize
 
@@ -178,6 +178,7 @@ func NewSnapshot(name string, cowRA io.ReaderAt, cowSize int64, src, base io.Rea
 	if err := s.loadScratch(); err != nil {
 		return nil, err
 	}
+	s.units.setLimit(unitCacheBytes)
 	s.bufPool.New = func() any { b := make([]byte, cow.MaxCompressionSize); return &b }
 	return s, nil
 }
@@ -260,11 +261,18 @@ func (s *Snapshot) nextMapped(b uint64) uint64 {
 // ReadSectors implements dmuser.Handler: aligned blocks are produced in
 // place, an unaligned head or tail from its containing block, and runs of
 // unmapped blocks with one read of the base device.
+//
+// While (and after) the merge engine runs, only the destinations of ordered
+// ops (Copy/Xor) go through its ReadAt, which follows the window states
+// (snapuserd.md §4): their sources may be overwritten by the merge. Replace
+// and Zero blocks come from the COW and unmapped blocks from the base device
+// as before the merge, through the same coalesced, cached path: the merge
+// never changes a COW payload nor writes an unmapped block.
 func (s *Snapshot) ReadSectors(p []byte, sector uint64) error {
-	if e := s.beginRead(); e != nil {
-		return s.readEngine(e, p, sector)
+	eng := s.beginRead()
+	if eng == nil {
+		defer s.endRead()
 	}
-	defer s.endRead()
 	if sector > uint64(s.size)/512 || int64(sector)*512+int64(len(p)) > s.size {
 		return fmt.Errorf("snapuserd: %s: read of %d bytes at sector %d beyond device end (%d bytes)", s.name, len(p), sector, s.size)
 	}
@@ -290,6 +298,17 @@ func (s *Snapshot) ReadSectors(p []byte, sector uint64) error {
 			}
 			p, off = p[n:], off+int64(n)
 			continue
+		}
+		if eng != nil {
+			if k := s.orderedRun(blk, uint64(off)+uint64(len(p))); k > 0 {
+				// Ordered ops' blocks: the merge engine's state decides.
+				n := int(min(int64(blk+k)*BlockSize, off+int64(len(p))) - off)
+				if _, err := eng.ReadAt(p[:n], off); err != nil {
+					return fmt.Errorf("snapuserd: %s: read of %d bytes at %d during merge: %w", s.name, n, off, err)
+				}
+				p, off = p[n:], off+int64(n)
+				continue
+			}
 		}
 		n := min(BlockSize-inner, len(p))
 		if inner == 0 && n == BlockSize {
@@ -381,6 +400,23 @@ func (s *Snapshot) readRun(b uint64, p []byte) (int, error) {
 		return len(dst), nil
 	}
 	return BlockSize, s.readBlock(b, p[:BlockSize])
+}
+
+// orderedRun counts the consecutive blocks from b on, up to byte offset
+// end, whose ops are ordered (Copy/Xor); 0 if b's op is not.
+func (s *Snapshot) orderedRun(b, end uint64) uint64 {
+	i := sort.Search(len(s.index), func(k int) bool { return s.index[k].block > b }) - 1
+	ops := s.r.Ops()
+	var k uint64
+	for ; i >= 0 && i < len(s.index) && (b+k)*BlockSize < end; i++ {
+		e := s.index[i]
+		op := &ops[e.op]
+		if (op.Type != cow.OpCopy && op.Type != cow.OpXor) || e.block > b+k || b+k >= e.block+op.Blocks() {
+			break
+		}
+		k = e.block + op.Blocks() - b
+	}
+	return k
 }
 
 // sourceRun counts the index entries from i on (at most max) that can be

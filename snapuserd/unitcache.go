@@ -10,6 +10,34 @@ import "sync"
 // once, not per request.
 const unitCacheBytes = 4 << 20
 
+// cacheShards is how many independent LRUs the budget is split into, by op
+// index: concurrent reads of different units (consecutive units are
+// consecutive ops) take different locks, and a hit holds its shard's lock
+// only for its own copy.
+const cacheShards = 8
+
+// payloadCache is the Snapshot's payload cache: cacheShards unitCaches of
+// an equal share of the budget.
+type payloadCache struct {
+	shards [cacheShards]unitCache
+}
+
+// setLimit splits a budget of n bytes (unitCacheBytes when n <= 0) over
+// the shards. Not safe while reads run.
+func (c *payloadCache) setLimit(n int) {
+	if n <= 0 {
+		n = unitCacheBytes
+	}
+	for i := range c.shards {
+		c.shards[i].limit = max(n/cacheShards, 1)
+	}
+}
+
+// read is unitCache.read on op's shard.
+func (c *payloadCache) read(op int32, size int, at int, dst []byte, load func(buf []byte) (int, error)) (int, error) {
+	return c.shards[uint32(op)%cacheShards].read(op, size, at, dst, load)
+}
+
 // unitCache is a byte-bounded LRU of decoded payloads keyed by op index.
 // Concurrent misses on the same op wait for one decompression instead of
 // each doing their own. Data is copied out under the lock, so an evicted
@@ -24,7 +52,9 @@ type unitCache struct {
 	limit   int       // byte budget; unitCacheBytes when 0
 }
 
-const maxFree = 4
+// maxFree bounds the evicted buffers a shard keeps for reuse (memory
+// beyond the budget: at most cacheShards×maxFree buffers).
+const maxFree = 1
 
 type unitEntry struct {
 	op         int32

@@ -104,4 +104,37 @@ func TestUnitCache(t *testing.T) {
 			t.Errorf("%d free buffers", len(c.free))
 		}
 	})
+
+	t.Run("sharded", func(t *testing.T) {
+		// 16 units in a budget of 16: two per shard, so a second round
+		// of all of them hits, and a 17th op evicts only in its shard.
+		var c payloadCache
+		c.setLimit(16 * size)
+		loads.Store(0)
+		dst := make([]byte, BlockSize)
+		for round := range 2 {
+			for op := range int32(16) {
+				if _, err := c.read(op, size, BlockSize, dst, loader(op, size)); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(dst, unit(op, size)[BlockSize:2*BlockSize]) {
+					t.Fatalf("round %d op %d: wrong bytes", round, op)
+				}
+			}
+		}
+		if got := loads.Load(); got != 16 {
+			t.Errorf("%d loads for two rounds of 16 units, want 16", got)
+		}
+		total := 0
+		for i := range c.shards {
+			sh := &c.shards[i]
+			total += sh.used
+			if sh.used > sh.limit {
+				t.Errorf("shard %d: used %d over its limit %d", i, sh.used, sh.limit)
+			}
+		}
+		if total > 16*size {
+			t.Errorf("shards use %d bytes, budget %d", total, 16*size)
+		}
+	})
 }

@@ -74,7 +74,7 @@ func (r *ramStore) Discard(sector, length uint64) error {
 
 // startServer wires a handler to an emulated target and returns the target
 // and a function that waits for Server.Run's result.
-func startServer(t *testing.T, h Handler, size int64, opts *EmulatorOptions) (*Target, func() error) {
+func startServer(t testing.TB, h Handler, size int64, opts *EmulatorOptions) (*Target, func() error) {
 	t.Helper()
 	tgt, chans, err := NewTarget(size, opts)
 	if err != nil {
@@ -142,18 +142,21 @@ func TestRandomIO(t *testing.T) {
 		channels int
 		maxReq   int
 		split    bool
+		sock     bool // over socketpairs instead of in-process pipes
 	}{
-		{"1chan-1MiB", 1, 1 << 20, false},
-		{"4chan-split", 4, 1 << 20, true},
-		{"3chan-4MiB-requests", 3, 4 << 20, false},
-		{"2chan-64KiB-split", 2, 64 << 10, true},
+		{"1chan-1MiB", 1, 1 << 20, false, false},
+		{"4chan-split", 4, 1 << 20, true, false},
+		{"3chan-4MiB-requests", 3, 4 << 20, false, false},
+		{"2chan-64KiB-split", 2, 64 << 10, true, false},
+		{"1chan-1MiB-socketpair", 1, 1 << 20, false, true},
+		{"3chan-split-socketpair", 3, 1 << 20, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const size = 8 << 20
 			ram := newRAM(size)
 			ref := make([]byte, size)
 			rng := rand.New(rand.NewPCG(1, uint64(tc.channels)))
-			opts := &EmulatorOptions{Channels: tc.channels, MaxRequest: tc.maxReq}
+			opts := &EmulatorOptions{Channels: tc.channels, MaxRequest: tc.maxReq, Socketpair: tc.sock}
 			if tc.split {
 				opts.Split = rand.New(rand.NewPCG(2, 3))
 			}

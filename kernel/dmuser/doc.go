@@ -16,8 +16,10 @@
 //     channel is one file descriptor opened on /dev/dm-user/<name> (the
 //     directory is configurable for tests).
 //   - emulator.go: an in-process emulation of the kernel side (Target) that
-//     speaks the same bytes over socketpairs. It splits block I/O into requests
-//     the way the block layer does, keeps several channels, numbers the
+//     speaks the same bytes over in-process pipes (mempipe.go; no system
+//     calls, so that what a benchmark through it measures is the daemon) or,
+//     with EmulatorOptions.Socketpair, over socketpairs. It splits block I/O
+//     into requests the way the block layer does, keeps several channels, numbers the
 //     messages, verifies every response and can tear the target down with
 //     requests in flight.
 //

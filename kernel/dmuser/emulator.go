@@ -1,7 +1,6 @@
 package dmuser
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +33,13 @@ type EmulatorOptions struct {
 	// message at once, and responses are matched to messages by seq, as
 	// dm-user does. Default 4; 1 hands out one message at a time.
 	Depth int
+	// Socketpair carries each channel over a SOCK_STREAM socketpair (the
+	// daemon then reads and writes a descriptor, with a system call per
+	// read and write as on /dev/dm-user) instead of the default in-process
+	// pipe, whose bytes are the same but which costs no system calls, so
+	// that measurements through the emulation show the daemon rather than
+	// the emulation.
+	Socketpair bool
 	// Lenient accepts responses whose sector/len differ from the request,
 	// as the real module does (it matches on seq only). By default such a
 	// response fails the request and is recorded as a violation.
@@ -58,7 +64,8 @@ func (e *IOError) Error() string {
 // Target emulates the kernel side of one dm-user target: a block device of
 // a fixed size whose I/O is turned into dm_user_message requests and
 // handed to whichever channel has room (Depth messages), as dm-user does. Each
-// channel is a SOCK_STREAM socketpair; the daemon gets the other ends.
+// channel is an in-process byte pipe (or a SOCK_STREAM socketpair, see
+// EmulatorOptions.Socketpair); the daemon gets the other ends.
 //
 // Target methods are safe for concurrent use.
 type Target struct {
@@ -123,6 +130,12 @@ func NewTarget(size int64, opts *EmulatorOptions) (*Target, []Channel, error) {
 	}
 	var daemon []Channel
 	for i := range o.Channels {
+		if !o.Socketpair {
+			k, d := newMemChannel()
+			t.kernel = append(t.kernel, newMemKernelEnd(k))
+			daemon = append(daemon, d)
+			continue
+		}
 		// Both ends are non-blocking (pollable), so that closing the
 		// daemon's end interrupts its reads (Server.Run cancellation).
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -264,8 +277,7 @@ func (t *Target) sendLoop(c *channel) {
 // recvLoop reads responses and completes their messages. Any error ends
 // the channel: its outstanding messages fail.
 func (t *Target) recvLoop(c *channel) {
-	br := bufio.NewReaderSize(c.k.f, HeaderSize+stageData)
-	err := t.receive(c, br)
+	err := t.receive(c, c.k.reader())
 	c.mu.Lock()
 	c.dead = true
 	rest := c.inflight
@@ -296,7 +308,7 @@ func (t *Target) recvLoop(c *channel) {
 	t.mu.Unlock()
 }
 
-func (t *Target) receive(c *channel, br *bufio.Reader) error {
+func (t *Target) receive(c *channel, br io.Reader) error {
 	var hb [HeaderSize]byte
 	for {
 		if _, err := io.ReadFull(br, hb[:]); err != nil {
@@ -334,7 +346,7 @@ func (t *Target) receive(c *channel, br *bufio.Reader) error {
 }
 
 // finish reads the rest of m's response (read data) and checks it.
-func (t *Target) finish(m *message, resp Header, br *bufio.Reader) error {
+func (t *Target) finish(m *message, resp Header, br io.Reader) error {
 	status := Status(resp.Type)
 	if status != StatusSuccess {
 		// ERROR, UNSUPPORTED and unknown values all fail the bio; no data follows.

@@ -2,6 +2,7 @@ package dmuser
 
 import (
 	"bufio"
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -12,29 +13,49 @@ import (
 // a larger response is read straight into the request's buffer.
 const stageData = 64 << 10
 
-// kernelEnd is the emulation's side of one channel socketpair, used by the
-// channel's send and receive goroutines. Teardown wakes them with
-// shutdown(2) (the daemon then sees EOF) rather than closing the
-// descriptor under them; the receive goroutine closes it on exit. (A
-// blocking descriptor here measured slower than Go's netpoller: 100k small
-// reads cost ~2.0 CPU-s against ~0.95.)
+// kernelEnd is the emulation's side of one channel (an in-process pipe, or
+// a socketpair with EmulatorOptions.Socketpair), used by the channel's send
+// and receive goroutines. Teardown wakes them with shutdown (the daemon then
+// sees EOF) rather than closing the channel under them; the receive
+// goroutine closes it on exit. (For the socketpair, a blocking descriptor
+// measured slower than Go's netpoller: 100k small reads cost ~2.0 CPU-s
+// against ~0.95.)
 type kernelEnd struct {
-	f     *os.File
+	rw    io.ReadWriter
+	buf   bool   // reads go through a bufio.Reader (sockets: fewer system calls)
+	shut  func() // wake blocked I/O; the daemon then sees EOF
+	done  func() // release the end
 	stage []byte // request bytes being sent
 }
 
 func newKernelEnd(fd int, name string) *kernelEnd {
-	return &kernelEnd{f: os.NewFile(uintptr(fd), name), stage: make([]byte, HeaderSize)}
-}
-
-// shutdown wakes any blocked I/O on the socket (the daemon then sees EOF).
-func (k *kernelEnd) shutdown() {
-	if rc, err := k.f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	f := os.NewFile(uintptr(fd), name)
+	return &kernelEnd{rw: f, buf: true, stage: make([]byte, HeaderSize),
+		shut: func() {
+			if rc, err := f.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+			}
+		},
+		done: func() { f.Close() },
 	}
 }
 
-func (k *kernelEnd) close() { k.f.Close() }
+func newMemKernelEnd(m *memEnd) *kernelEnd {
+	return &kernelEnd{rw: m, stage: make([]byte, HeaderSize), shut: m.shutdown, done: m.shutdown}
+}
+
+// shutdown wakes any blocked I/O on the channel (the daemon then sees EOF).
+func (k *kernelEnd) shutdown() { k.shut() }
+
+func (k *kernelEnd) close() { k.done() }
+
+// reader returns what recvLoop reads responses from.
+func (k *kernelEnd) reader() io.Reader {
+	if k.buf {
+		return bufio.NewReaderSize(k.rw, HeaderSize+stageData)
+	}
+	return k.rw
+}
 
 // send writes the request header and payload with one write.
 func (k *kernelEnd) send(h Header, payload []byte) error {
@@ -45,7 +66,7 @@ func (k *kernelEnd) send(h Header, payload []byte) error {
 	b := k.stage[:n]
 	h.put(b)
 	copy(b[HeaderSize:], payload)
-	_, err := k.f.Write(b)
+	_, err := k.rw.Write(b)
 	return err
 }
 

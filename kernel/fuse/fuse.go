@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/vabc-go/vabc/kernel/dmuser"
 )
@@ -34,6 +37,14 @@ type Options struct {
 	// Debug logs every FUSE request.
 	Debug  bool
 	Logger *slog.Logger
+	// ReadAheadKB is the kernel read-ahead of the mount's backing device
+	// (/sys/class/bdi/<dev>/read_ahead_kb). The kernel starts a FUSE
+	// mount at 128 KiB and the INIT reply can only lower it; root can raise
+	// it through sysfs, so that sequential reads arrive as requests of up
+	// to 1 MiB. 0 means 1024 (one 1 MiB request); negative leaves the
+	// kernel's value. A failure to set it is logged, not fatal: see
+	// Export.ReadAheadKB for what is in force.
+	ReadAheadKB int
 }
 
 // Export is a mounted directory of device files.
@@ -75,15 +86,21 @@ func Mount(dir string, opts *Options) (*Export, error) {
 		// 1 MiB requests (max_read and max_pages, Linux >= 4.20; older
 		// kernels cap at 128 KiB): a reader with large buffers costs one
 		// round trip per MiB. The kernel starts a FUSE mount's read-ahead
-		// at 128 KiB and max_readahead can only lower it, so small
-		// sequential reads still arrive as 128 KiB requests (raising
-		// /sys/class/bdi/<dev>/read_ahead_kb showed no gain here).
+		// at 128 KiB and max_readahead can only lower it; Options.ReadAheadKB
+		// raises it through sysfs after the mount.
 		MaxWrite:     maxRequest,
 		MaxReadAhead: maxRequest,
 		// Replies are Go buffers: go-fuse's splice path would copy them
 		// into a pipe first, and for a 1 MiB reply plus header it fails
 		// against the default pipe-max-size of 1 MiB, logging every time.
 		DisableSplice: true,
+		// No FUSE_AUTO_INVAL_DATA: with it the kernel revalidates the
+		// attributes (a GETATTR round trip) on reads once AttrTimeout has
+		// passed and drops the page cache if they look changed. An
+		// exported device never changes while exported and Remove
+		// invalidates explicitly (NotifyContent), so the cache is only
+		// dropped by us.
+		ExplicitDataCacheControl: true,
 	}
 	if os.Geteuid() == 0 {
 		mo.DirectMount = true
@@ -98,7 +115,56 @@ func Mount(dir string, opts *Options) (*Export, error) {
 		return nil, fmt.Errorf("fuse: mount %s: %w", dir, err)
 	}
 	e.server = server
+	if o.ReadAheadKB == 0 {
+		o.ReadAheadKB = maxRequest >> 10
+	}
+	if o.ReadAheadKB > 0 {
+		if err := e.setReadAhead(o.ReadAheadKB); err != nil {
+			e.log.Warn("fuse: kernel read-ahead left unchanged", "dir", dir, "want_kb", o.ReadAheadKB, "err", err)
+		}
+	}
 	return e, nil
+}
+
+// bdiFile is the sysfs file of the mount's backing device read-ahead.
+func (e *Export) bdiFile() (string, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(e.dir, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)), nil
+}
+
+func (e *Export) setReadAhead(kb int) error {
+	p, err := e.bdiFile()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0); err != nil {
+		return err
+	}
+	if got := e.ReadAheadKB(); got != kb {
+		return fmt.Errorf("%s reads %d after writing %d", p, got, kb)
+	}
+	return nil
+}
+
+// ReadAheadKB returns the kernel read-ahead of the mount in KiB, or -1 if
+// it cannot be read.
+func (e *Export) ReadAheadKB() int {
+	p, err := e.bdiFile()
+	if err != nil {
+		return -1
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // Dir returns the mount point.
@@ -132,6 +198,10 @@ func (e *Export) Remove(name string) error {
 	if !ok {
 		return fmt.Errorf("fuse: %s/%s not exported", e.dir, name)
 	}
+	// Drop the file's page cache (KEEP_CACHE keeps it across opens), so
+	// that a descriptor still open on the withdrawn file cannot be served
+	// old data from it once the device behind it is gone.
+	_ = ch.NotifyContent(0, 0)
 	e.root.RmChild(name)
 	if errno := e.root.NotifyDelete(name, ch); errno != 0 && errno != syscall.ENOENT {
 		_ = e.root.NotifyEntry(name)
@@ -182,6 +252,11 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
+	// KEEP_CACHE: the kernel keeps the file's page cache across opens and
+	// serves repeated reads from it. Safe because an exported device's
+	// contents never change while it is exported (read-only; a snapshot
+	// reads the same target image before, during and after its merge), and
+	// a re-export under the same name is a new inode; Remove invalidates.
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
