@@ -194,19 +194,14 @@ func (r rc) matchedLiteral(probs *[0x300]uint16, match uint32) (rc, byte) {
 		v := uint32(*p)
 		bound := (rng >> 11) * v
 		// Still matching iff the bit equals the match bit: offs becomes
-		// offs^t after a 0 and t after a 1.
-		if code < bound {
-			rng = bound
-			*p = uint16(v + (1<<11-v)>>5)
-			sym <<= 1
-			offs ^= t
-		} else {
-			rng -= bound
-			code -= bound
-			*p = uint16(v - v>>5)
-			sym = sym<<1 | 1
-			offs = t
-		}
+		// offs^t after a 0 and t after a 1. Decoded without a branch, like
+		// literal: m is all ones when the bit is 0 (code < bound).
+		m := uint32(int64(uint64(code)-uint64(bound)) >> 63)
+		rng = bound&m | (rng-bound)&^m
+		code -= bound &^ m
+		*p = uint16((v+(1<<11-v)>>5)&m | (v-v>>5)&^m)
+		sym = sym<<1 | (m + 1)
+		offs = t ^ (offs & m)
 	}
 	return rc{in, ip, rng, code}, byte(sym)
 }
