@@ -621,5 +621,22 @@ func (d *lzma2Dec) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// next decodes at least one more byte unless at the end and returns the
+// bytes not yet returned, straight from the window: valid until the next
+// call. It returns io.EOF after the end marker.
+func (d *lzma2Dec) next() ([]byte, error) {
+	for d.start == d.pos {
+		if d.eos {
+			return nil, io.EOF
+		}
+		if _, err := d.chunk(); err != nil {
+			return nil, err
+		}
+	}
+	b := d.win[d.start:d.pos]
+	d.start = d.pos
+	return b, nil
+}
+
 // consumed is how many input bytes the LZMA2 data used.
 func (d *lzma2Dec) consumed() int { return d.ip }
