@@ -5,7 +5,9 @@
 // memory budget. Each image is written to a temporary file beside its final
 // name, verity/FEC is regenerated (minor >= 6), the SHA-256 is compared with
 // new_partition_info.hash, and only then is the file renamed into place: a
-// failed extract never leaves a file named <partition>.img behind.
+// failed extract never leaves a file named <partition>.img behind. Images
+// without verity are hashed while their operations run (hash.go), so the
+// hash overlaps the decoding instead of following it.
 package apply
 
 import (
