@@ -17,6 +17,7 @@ pkgs=(
 	lz4 zstd brotli xz-utils gzip bzip2   # reference CLIs for make bench and codec interop tests
 	python3 python3-lz4   # C liblz4 block API for the lz4 interop test
 	liblz4-dev     # lz4hc.h + liblz4.so: the test-only C helper proving the Go LZ4 HC port bit-exact (lz4diff)
+	liblzma-dev libssl-dev   # make bench only: the liblzma + OpenSSL SHA-256 stand-in for payload-dumper-go (bench/liblzmaref.go)
 	bsdiff         # bsdiff/bspatch cross-checks of our BSDIFF40 encoder and patcher
 	zip            # Info-ZIP archives for the puffin bit-exactness tests
 	cryptsetup-bin # veritysetup: cross-check of the dm-verity hash tree

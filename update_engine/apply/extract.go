@@ -5,7 +5,9 @@
 // memory budget. Each image is written to a temporary file beside its final
 // name, verity/FEC is regenerated (minor >= 6), the SHA-256 is compared with
 // new_partition_info.hash, and only then is the file renamed into place: a
-// failed extract never leaves a file named <partition>.img behind.
+// failed extract never leaves a file named <partition>.img behind. Images
+// without verity are hashed while their operations run (hash.go), so the
+// hash overlaps the decoding instead of following it.
 package apply
 
 import (
@@ -71,6 +73,16 @@ type partJob struct {
 	size      int64
 	remaining atomic.Int64
 	res       PartitionResult
+	// ph hashes the image while the ops run (nil when verity or FEC data
+	// is regenerated after them, which finishPartition hashes afterwards).
+	ph *prefixHasher
+}
+
+// regeneratesVerity reports whether finishPartition rewrites parts of the
+// image after the operations (hash tree or FEC).
+func regeneratesVerity(pu *metadata.PartitionUpdate) bool {
+	return (pu.HashTreeExtent != nil && pu.HashTreeDataExtent != nil && pu.HashTreeExtent.GetNumBlocks() > 0) ||
+		(pu.FecExtent != nil && pu.FecDataExtent != nil && pu.FecExtent.GetNumBlocks() > 0)
 }
 
 // Plan checks that the selected partitions can be applied: every operation is
@@ -193,6 +205,11 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	for _, j := range jobs {
+		if !regeneratesVerity(j.pu) {
+			j.ph = newPrefixHasher(ctx, j.tmp, j.pu, bs, j.size)
+		}
+	}
 	type task struct {
 		j    *partJob
 		i    int
@@ -216,6 +233,9 @@ func Extract(ctx context.Context, p *payload.Payload, opts Options) ([]Partition
 				if err != nil {
 					cancel(&payload.OpError{Partition: t.j.pu.GetPartitionName(), Index: t.i, Type: op.GetType(), Err: err})
 					continue
+				}
+				if t.j.ph != nil {
+					t.j.ph.finish(t.i)
 				}
 				if opts.Progress != nil {
 					opts.Progress(done.Add(ops.ExtentBytes(op.DstExtents, bs)), total)
@@ -267,15 +287,44 @@ func runOp(ctx context.Context, p *payload.Payload, op *metadata.InstallOperatio
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	blob, err := p.Blob(op)
+	blob, release, err := readBlob(p, op)
 	if err != nil {
 		return err
 	}
+	defer release()
 	env := ops.Env{BlockSize: bs, Target: ops.ContextWriterAt(ctx, j.tmp), TargetZeroed: true}
 	if j.src != nil {
 		env.Source, env.SourceSize = ops.ContextReaderAt(ctx, j.src), j.srcSize
 	}
 	return ops.Execute(op, blob, env)
+}
+
+// blobPool keeps op blob buffers: a full payload is thousands of ~1 MiB
+// REPLACE_XZ blobs, each otherwise a fresh allocation for the GC.
+var blobPool sync.Pool
+
+// maxPooledBlob bounds the buffers kept in blobPool.
+const maxPooledBlob = 8 << 20
+
+// readBlob reads op's data into a pooled buffer; release returns it once
+// the op is done with it.
+func readBlob(p *payload.Payload, op *metadata.InstallOperation) ([]byte, func(), error) {
+	n := op.GetDataLength()
+	if n == 0 || n > maxPooledBlob {
+		b, err := p.Blob(op)
+		return b, func() {}, err
+	}
+	bp, _ := blobPool.Get().(*[]byte)
+	if bp == nil || uint64(cap(*bp)) < n {
+		b := make([]byte, max(n, 1<<20))
+		bp = &b
+	}
+	b := (*bp)[:n]
+	if _, err := io.ReadFull(p.BlobReader(op), b); err != nil {
+		blobPool.Put(bp)
+		return nil, nil, fmt.Errorf("reading %d-byte blob at data_offset %d: %w", n, op.GetDataOffset(), err)
+	}
+	return b, func() { blobPool.Put(bp) }, nil
 }
 
 func ext(e *metadata.Extent) verity.Extent {
@@ -290,7 +339,7 @@ func finishPartition(ctx context.Context, j *partJob, bs int64) error {
 	// Verity, FEC and the final hash read the whole image: stop them when
 	// ctx ends.
 	img := verity.WithContext(ctx, j.tmp)
-	if pu.HashTreeExtent != nil && pu.HashTreeDataExtent != nil && pu.HashTreeExtent.GetNumBlocks() > 0 {
+	if pu.HashTreeExtent != nil && pu.HashTreeDataExtent != nil && pu.HashTreeExtent.GetNumBlocks() > 0 { // regeneratesVerity
 		if _, err := verity.BuildHashTree(img, bs, pu.GetHashTreeAlgorithm(), pu.HashTreeSalt, ext(pu.HashTreeDataExtent), ext(pu.HashTreeExtent)); err != nil {
 			return fmt.Errorf("partition %s: %w", name, err)
 		}
@@ -309,11 +358,19 @@ func finishPartition(ctx context.Context, j *partJob, bs int64) error {
 			return err
 		}
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(img, 0, j.size)); err != nil {
-		return fmt.Errorf("partition %s: hashing image: %w", name, err)
+	var sum []byte
+	if j.ph != nil {
+		var err error
+		if sum, err = j.ph.sum(); err != nil {
+			return fmt.Errorf("partition %s: %w", name, err)
+		}
+	} else {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(img, 0, j.size)); err != nil {
+			return fmt.Errorf("partition %s: hashing image: %w", name, err)
+		}
+		sum = h.Sum(nil)
 	}
-	sum := h.Sum(nil)
 	if want := pu.GetNewPartitionInfo().GetHash(); want != nil {
 		if !bytes.Equal(sum, want) {
 			return fmt.Errorf("partition %s: new_partition_info.hash %x, image hashes to %x: %w", name, want, sum, ErrVerify)

@@ -1,7 +1,9 @@
 package xzdec
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"testing"
 )
 
@@ -15,17 +17,29 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		// Read and WriteTo must agree on the bytes and on the error.
+		var viaRead bytes.Buffer
 		buf := make([]byte, 4096)
-		total := 0
+		var rerr error
 		for {
 			n, err := r.Read(buf)
-			total += n
-			if total > 64<<20 {
+			viaRead.Write(buf[:n])
+			if viaRead.Len() > 64<<20 {
 				return
 			}
 			if err != nil {
+				rerr = err
 				break
 			}
+		}
+		r2, _ := NewReader(b)
+		var viaWriteTo bytes.Buffer
+		_, werr := r2.WriteTo(&viaWriteTo)
+		if rerr == io.EOF {
+			rerr = nil
+		}
+		if !bytes.Equal(viaRead.Bytes(), viaWriteTo.Bytes()) || (rerr == nil) != (werr == nil) {
+			t.Fatalf("Read gave %d bytes (err %v), WriteTo %d bytes (err %v)", viaRead.Len(), rerr, viaWriteTo.Len(), werr)
 		}
 	})
 }

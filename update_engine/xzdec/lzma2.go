@@ -79,8 +79,13 @@ func (r rc) bit(p *uint16) (rc, uint32) {
 }
 
 // tree decodes a bit tree of n bits, most significant bit first, from
-// probs[1:1<<n]. Here and in literal and matchedLiteral the bit decoder of
-// rc.bit is written out by hand: it is just over the inlining budget.
+// probs[1:1<<n]. Here and in reverse, literal and matchedLiteral the bit
+// decoder of rc.bit is written out by hand (it is just over the inlining
+// budget). Slot and length bits are skewed enough for the branch predictor;
+// reverse (alignment and low distance bits) and the literals are decoded
+// without a branch on the bit, as those are close to random and a
+// mispredicted branch costs more than the few extra instructions (mask is
+// all ones when the bit is 0, code < bound).
 func (r rc) tree(probs []uint16, n uint) (rc, uint32) {
 	in, ip, rng, code := r.in, r.ip, r.rng, r.code
 	m := uint32(1)
@@ -122,17 +127,13 @@ func (r rc) reverse(probs []uint16, n uint) (rc, uint32) {
 		p := &probs[m]
 		v := uint32(*p)
 		bound := (rng >> 11) * v
-		if code < bound {
-			rng = bound
-			*p = uint16(v + (1<<11-v)>>5)
-			m <<= 1
-		} else {
-			rng -= bound
-			code -= bound
-			*p = uint16(v - v>>5)
-			m = m<<1 | 1
-			sym |= 1 << i
-		}
+		mask := uint32(int64(uint64(code)-uint64(bound)) >> 63)
+		rng = bound&mask | (rng-bound)&^mask
+		code -= bound &^ mask
+		*p = uint16((v+(1<<11-v)>>5)&mask | (v-v>>5)&^mask)
+		b := mask + 1
+		m = m<<1 | b
+		sym |= b << i
 	}
 	return rc{in, ip, rng, code}, sym
 }
@@ -194,19 +195,14 @@ func (r rc) matchedLiteral(probs *[0x300]uint16, match uint32) (rc, byte) {
 		v := uint32(*p)
 		bound := (rng >> 11) * v
 		// Still matching iff the bit equals the match bit: offs becomes
-		// offs^t after a 0 and t after a 1.
-		if code < bound {
-			rng = bound
-			*p = uint16(v + (1<<11-v)>>5)
-			sym <<= 1
-			offs ^= t
-		} else {
-			rng -= bound
-			code -= bound
-			*p = uint16(v - v>>5)
-			sym = sym<<1 | 1
-			offs = t
-		}
+		// offs^t after a 0 and t after a 1. Decoded without a branch, like
+		// literal: m is all ones when the bit is 0 (code < bound).
+		m := uint32(int64(uint64(code)-uint64(bound)) >> 63)
+		rng = bound&m | (rng-bound)&^m
+		code -= bound &^ m
+		*p = uint16((v+(1<<11-v)>>5)&m | (v-v>>5)&^m)
+		sym = sym<<1 | (m + 1)
+		offs = t ^ (offs & m)
 	}
 	return rc{in, ip, rng, code}, byte(sym)
 }
@@ -623,6 +619,23 @@ func (d *lzma2Dec) Read(p []byte) (int, error) {
 	n := copy(p, d.win[d.start:d.pos])
 	d.start += n
 	return n, nil
+}
+
+// next decodes at least one more byte unless at the end and returns the
+// bytes not yet returned, straight from the window: valid until the next
+// call. It returns io.EOF after the end marker.
+func (d *lzma2Dec) next() ([]byte, error) {
+	for d.start == d.pos {
+		if d.eos {
+			return nil, io.EOF
+		}
+		if _, err := d.chunk(); err != nil {
+			return nil, err
+		}
+	}
+	b := d.win[d.start:d.pos]
+	d.start = d.pos
+	return b, nil
 }
 
 // consumed is how many input bytes the LZMA2 data used.

@@ -205,6 +205,67 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 }
 
+// WriteTo implements io.WriterTo: blocks without a BCJ or delta filter are
+// written to w straight from the decoder's window, without the copy into a
+// caller's buffer that Read makes.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	var buf []byte
+	for {
+		if r.block != nil && r.block == io.Reader(r.lz) && r.err == nil {
+			b, err := r.lz.next()
+			if len(b) > 0 {
+				r.nout += uint64(len(b))
+				if r.hash != nil {
+					r.hash.Write(b)
+				}
+				k, werr := w.Write(b)
+				n += int64(k)
+				if werr == nil && k < len(b) {
+					werr = io.ErrShortWrite
+				}
+				if werr != nil {
+					return n, werr
+				}
+			}
+			switch {
+			case err == io.EOF:
+				r.err = r.endBlock()
+			case err != nil:
+				r.err = r.lzErr(err)
+			}
+			continue
+		}
+		if r.err == io.EOF {
+			return n, nil
+		}
+		if r.err != nil {
+			return n, r.err
+		}
+		// Between blocks (Read parses the headers) or a filtered block.
+		if buf == nil {
+			buf = make([]byte, 64<<10)
+		}
+		k, err := r.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			n += int64(m)
+			if werr == nil && m < k {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 func (r *Reader) lzErr(err error) error {
 	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported) {
 		return err

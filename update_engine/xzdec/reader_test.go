@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -87,14 +88,41 @@ func TestDecodeAgainstXZ(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			comp := xzCompress(t, data, tt.args...)
-			got, err := Decode(comp)
+			got, err := Decode(comp) // WriteTo
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, data) {
 				t.Fatalf("decoded %d bytes differ from the %d-byte input", len(got), len(data))
 			}
+			got, err = readAll(comp, 1000) // Read, small buffers
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("Read: decoded %d bytes differ from the %d-byte input", len(got), len(data))
+			}
 		})
+	}
+}
+
+// readAll decodes data with Read calls of n bytes only (no WriteTo).
+func readAll(data []byte, n int) ([]byte, error) {
+	r, err := NewReader(data)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	buf := make([]byte, n)
+	for {
+		k, err := r.Read(buf)
+		out.Write(buf[:k])
+		if err == io.EOF {
+			return out.Bytes(), nil
+		}
+		if err != nil {
+			return out.Bytes(), err
+		}
 	}
 }
 
