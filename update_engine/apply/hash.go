@@ -107,6 +107,12 @@ func (ph *prefixHasher) run(ctx context.Context, r io.ReaderAt) error {
 			return fmt.Errorf("hashing stopped at byte %d", off)
 		}
 		for off < end {
+			// A frontier can jump by gigabytes at once (one ZERO op over
+			// the whole image): stop between reads, not only between
+			// frontier moves, so a signal ends the job within a second.
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
 			k := min(int64(len(buf)), end-off)
 			n, err := r.ReadAt(buf[:k], off)
 			ph.h.Write(buf[:n])
