@@ -20,15 +20,15 @@ var crashVariants = []struct {
 	gen  genConfig
 	opts Options
 }{
-	{"v2", genConfig{seed: 101, blocks: 1400, version: 2, scratch: true}, Options{WindowBlocks: 150}},
-	{"v3", genConfig{seed: 102, blocks: 1400, version: 3, scratch: true}, Options{WindowBlocks: 150, MergeSize: 16}},
+	{"v2", genConfig{seed: 101, blocks: 1400, version: 2, scratch: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
+	{"v3", genConfig{seed: 102, blocks: 1400, version: 3, scratch: true}, Options{WindowBlocks: 150, MergeSize: 16, replaceCommitBlocks: 64}},
 	{"v3-aosp-window", genConfig{seed: 103, blocks: 1400, version: 3, scratch: true}, Options{}},
-	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{}},
-	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150}},
+	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{replaceCommitBlocks: 64}},
+	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
 	{"v2-real-gz-aosp-window", genConfig{seed: 106, blocks: 1400, version: 2, scratch: true, real: true, comp: cow.CompressionGz}, Options{}},
 	// A separate source device (<part>-src) and a base that differs from it.
-	{"v3-real-lz4-backing", genConfig{seed: 107, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4, backing: true}, Options{WindowBlocks: 150}},
-	{"v2-no-scratch-backing", genConfig{seed: 108, blocks: 500, version: 2, backing: true}, Options{}},
+	{"v3-real-lz4-backing", genConfig{seed: 107, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4, backing: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
+	{"v2-no-scratch-backing", genConfig{seed: 108, blocks: 500, version: 2, backing: true}, Options{replaceCommitBlocks: 64}},
 }
 
 // withBacking returns opts with a fresh source device of img (wrapped by

@@ -71,13 +71,13 @@ func TestPowerCutAtEverySync(t *testing.T) {
 		opts  Options
 		uring bool
 	}{
-		{"v2", genConfig{seed: 201, blocks: 450, version: 2, scratch: true}, Options{WindowBlocks: 150}, false},
-		{"v3-real-lz4", genConfig{seed: 202, blocks: 450, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 100, MergeSize: 16}, false},
-		{"v2-no-scratch", genConfig{seed: 209, blocks: 160, version: 2}, Options{}, false},
-		{"v3-backing", genConfig{seed: 204, blocks: 450, version: 3, scratch: true, backing: true}, Options{WindowBlocks: 150}, false},
+		{"v2", genConfig{seed: 201, blocks: 450, version: 2, scratch: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
+		{"v3-real-lz4", genConfig{seed: 202, blocks: 450, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 100, MergeSize: 16, replaceCommitBlocks: 64}, false},
+		{"v2-no-scratch", genConfig{seed: 209, blocks: 160, version: 2}, Options{replaceCommitBlocks: 32}, false},
+		{"v3-backing", genConfig{seed: 204, blocks: 450, version: 3, scratch: true, backing: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
 		// One run per op, 16-op windows: full windows end with a full
 		// batch and a plain fsync, the last one with a drained FSYNC SQE.
-		{"v2-io_uring", genConfig{seed: 205, blocks: 200, version: 2, scratch: true}, Options{WindowBlocks: 16, MergeSize: 1, IOUring: true}, true},
+		{"v2-io_uring", genConfig{seed: 205, blocks: 200, version: 2, scratch: true}, Options{WindowBlocks: 16, MergeSize: 1, IOUring: true, replaceCommitBlocks: 64}, true},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {

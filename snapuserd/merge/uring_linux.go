@@ -13,7 +13,8 @@ import (
 // A minimal io_uring (Linux ≥ 5.6) for merge writes, as AOSP's merge
 // thread uses it (snapuserd.md §6): WRITE SQEs linked with IOSQE_IO_LINK so
 // that they complete in order, queue depth 8, an FSYNC SQE with
-// IOSQE_IO_DRAIN after a window's last write when the ring has room. Any
+// IOSQE_IO_DRAIN (and IORING_FSYNC_DATASYNC, as syncData) after a window's
+// last write when the ring has room. Any
 // failure makes the engine fall back to synchronous I/O for the rest of the
 // merge (the window is rewritten from its buffer, which is idempotent).
 
@@ -24,6 +25,8 @@ const (
 
 	ioringOpFsync = 3
 	ioringOpWrite = 23
+
+	ioringFsyncDatasync = 1 // fsync_flags: fdatasync (see syncData)
 
 	iosqeIODrain = 1 << 1
 	iosqeIOLink  = 1 << 2
@@ -148,6 +151,7 @@ func prepSQE(sqe []byte, fd int, i, n uint32, ws []uringWrite) {
 	} else {
 		sqe[0] = ioringOpFsync
 		sqe[1] = iosqeIODrain
+		*(*uint32)(unsafe.Pointer(&sqe[28])) = ioringFsyncDatasync
 	}
 	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
 	*(*uint64)(unsafe.Pointer(&sqe[32])) = uint64(i)

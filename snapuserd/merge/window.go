@@ -210,7 +210,7 @@ func (e *Engine) writeWindow(ctx context.Context, w *window) error {
 			return fmt.Errorf("merging ops at block %d: %w", r.off/e.bs, err)
 		}
 	}
-	if err := e.base.Sync(); err != nil {
+	if err := syncData(e.base); err != nil {
 		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
 	}
 	return nil
@@ -242,7 +242,7 @@ func (e *Engine) writeURing(ctx context.Context, runs []uringWrite) error {
 			return nil
 		}
 	}
-	if err := e.base.Sync(); err != nil {
+	if err := syncData(e.base); err != nil {
 		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
 	}
 	return nil
