@@ -537,8 +537,10 @@ func (e *Engine) run(ctx context.Context) error {
 	if len(e.windows) > 0 {
 		e.setPhase(PhaseOrdered)
 		e.logf("merge: %s: ordered phase, %d windows from op %d", e.cowF.Name(), len(e.windows), e.windows[0].start)
+		pf := e.newPrefetcher()
+		defer pf.wait()
 		for wi := range e.windows {
-			if err := e.mergeWindow(ctx, wi); err != nil {
+			if err := e.mergeWindow(ctx, wi, pf); err != nil {
 				return err
 			}
 		}

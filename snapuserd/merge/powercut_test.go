@@ -74,6 +74,7 @@ func TestPowerCutAtEverySync(t *testing.T) {
 		{"v2", genConfig{seed: 201, blocks: 450, version: 2, scratch: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
 		{"v3-real-lz4", genConfig{seed: 202, blocks: 450, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 100, MergeSize: 16, replaceCommitBlocks: 64}, false},
 		{"v2-no-scratch", genConfig{seed: 209, blocks: 160, version: 2}, Options{replaceCommitBlocks: 32}, false},
+		{"v2-moves", genConfig{seed: 210, blocks: 450, version: 2, scratch: true, moves: true}, Options{WindowBlocks: 40, replaceCommitBlocks: 64}, false},
 		{"v3-backing", genConfig{seed: 204, blocks: 450, version: 3, scratch: true, backing: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
 		// One run per op, 16-op windows: full windows end with a full
 		// batch and a plain fsync, the last one with a drained FSYNC SQE.
@@ -99,9 +100,14 @@ func TestPowerCutAtEverySync(t *testing.T) {
 			count := &syncCut{at: -1}
 			g := &faultfs.Group{Inj: count}
 			opts, _ := withBacking(img, v.opts, g.Wrap)
+			var kinds [4]int
+			opts.OnCheckpoint = func(c Checkpoint) { kinds[c.Kind]++ }
 			e, err := runMerge(t, img, g.Wrap(cf), g.Wrap(bf), &opts)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if v.gen.moves && (kinds[WindowPersisted] == 0 || kinds[WindowPersisted] == kinds[WindowCommitted]) {
+				t.Fatalf("moves: %d of %d windows persisted; want some with and some without scratch", kinds[WindowPersisted], kinds[WindowCommitted])
 			}
 			if v.uring {
 				if n, ferr := e.IOURing(); n == 0 || ferr != nil {
@@ -116,7 +122,8 @@ func TestPowerCutAtEverySync(t *testing.T) {
 					cases++
 				}
 			}
-			t.Logf("%d syncs per merge, %d power cuts", total, cases)
+			t.Logf("%d syncs per merge (%d windows, %d persisted; %d replace commits), %d power cuts",
+				total, kinds[WindowCommitted], kinds[WindowPersisted], kinds[ReplaceCommitted], cases)
 		})
 	}
 }

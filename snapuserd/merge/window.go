@@ -113,7 +113,9 @@ func (e *Engine) loadScratchWindow(ents []cow.ScratchEntry) (*window, error) {
 }
 
 // mergeWindow runs one window through RA_READY, IN_PROGRESS and COMPLETED.
-func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
+// Its data comes from pf (read ahead while the previous window was merged),
+// and as soon as it is in hand the next window's read-ahead starts.
+func (e *Engine) mergeWindow(ctx context.Context, wi int, pf *prefetcher) error {
 	w := e.windows[wi]
 	if err := e.safePoint(ctx); err != nil {
 		return err
@@ -123,35 +125,38 @@ func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
 	recovered := w.state == WindowRAReady
 	e.mu.Unlock()
 	if !recovered {
-		buf := make([]byte, int64(w.n)*e.bs)
-		if err := e.readSources(w.start, w.n, buf); err != nil {
-			return fmt.Errorf("merge: window %d: %w", wi, err)
+		buf, err := pf.take(wi)
+		if err != nil {
+			return e.windowErr(wi, err)
 		}
+		pf.start(wi + 1)
 		e.mu.Lock()
 		w.buf = buf
 		w.state = WindowRAReady
 		// Readers that started on the sources must finish before any write.
-		err := e.waitLocked(ctx, func() bool { return w.refs == 0 })
+		err = e.waitLocked(ctx, func() bool { return w.refs == 0 })
 		e.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		if e.hasScratch {
+		if e.hasScratch && e.needsScratch(w) {
 			if err := e.persistWindow(w); err != nil {
-				return fmt.Errorf("merge: window %d: %w", wi, err)
+				return e.windowErr(wi, err)
 			}
 			e.checkpoint(Checkpoint{Kind: WindowPersisted, NumMergeOps: uint64(w.start), Start: uint64(w.start), Ops: w.n})
 		}
+	} else {
+		pf.start(wi + 1)
 	}
 	e.mu.Lock()
 	w.state = WindowInProgress
 	e.mu.Unlock()
 	if err := e.writeWindow(ctx, w); err != nil {
-		return fmt.Errorf("merge: window %d: %w", wi, err)
+		return e.windowErr(wi, err)
 	}
 	end := uint64(w.start + w.n)
 	if err := e.commit(end); err != nil {
-		return fmt.Errorf("merge: window %d: %w", wi, err)
+		return e.windowErr(wi, err)
 	}
 	e.mu.Lock()
 	w.state = WindowCompleted
