@@ -110,8 +110,8 @@ func TestPowerCutAtEverySync(t *testing.T) {
 				t.Fatalf("moves: %d of %d windows persisted; want some with and some without scratch", kinds[WindowPersisted], kinds[WindowCommitted])
 			}
 			if v.uring {
-				if n, ferr := e.IOURing(); n == 0 || ferr != nil {
-					t.Fatalf("io_uring path not taken: %d writes, %v", n, ferr)
+				if n, ferr := e.IOURing(); n == 0 || ferr != nil || e.IOURingReads() == 0 {
+					t.Fatalf("io_uring path not taken: %d writes, %d reads, %v", n, e.IOURingReads(), ferr)
 				}
 			}
 			total := count.syncs.Load()

@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 )
@@ -49,8 +50,7 @@ func (p *prefetcher) start(wi int) {
 			_ = setThreadNice(e.opts.Nice)
 		}
 		buf := make([]byte, int64(w.n)*e.bs)
-		err := e.readSources(w.start, w.n, buf)
-		p.done <- prefetched{buf, err}
+		p.done <- prefetched{buf, e.readAhead(w, buf)}
 	}()
 }
 
@@ -66,7 +66,23 @@ func (p *prefetcher) take(wi int) ([]byte, error) {
 	}
 	p.wait()
 	buf := make([]byte, int64(w.n)*e.bs)
-	return buf, e.readSources(w.start, w.n, buf)
+	return buf, e.readAhead(w, buf)
+}
+
+// readAhead reads window w's target data into buf, through the read-ahead's
+// io_uring if there is one (only the read-ahead goroutine, or the merge
+// thread while none is in flight, uses it).
+func (e *Engine) readAhead(w *window, buf []byte) error {
+	e.mu.Lock()
+	rr := e.rring
+	e.mu.Unlock()
+	err := e.readSourcesWith(w.start, w.n, buf, rr)
+	var ue *uringReadError
+	if errors.As(err, &ue) {
+		e.dropReadRing(ue.err)
+		return nil
+	}
+	return err
 }
 
 // wait lets a read-ahead in flight finish (before Run returns and the
