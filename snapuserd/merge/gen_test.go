@@ -493,7 +493,8 @@ func referenceResumeFrom(t testing.TB, cowImg, baseImg, backing []byte, src Sour
 		case cow.OpCopy:
 			copy(d, from[op.Source*bs:(op.Source+1)*bs])
 		case cow.OpXor:
-			s := from[op.Source : op.Source+bs]
+			// A copy: an unaligned source may overlap d itself.
+			s := append([]byte(nil), from[op.Source:op.Source+bs]...)
 			p := payload(op)
 			for j := range d {
 				d[j] = s[j] ^ p[j]
