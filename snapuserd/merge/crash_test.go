@@ -20,15 +20,18 @@ var crashVariants = []struct {
 	gen  genConfig
 	opts Options
 }{
-	{"v2", genConfig{seed: 101, blocks: 1400, version: 2, scratch: true}, Options{WindowBlocks: 150}},
-	{"v3", genConfig{seed: 102, blocks: 1400, version: 3, scratch: true}, Options{WindowBlocks: 150, MergeSize: 16}},
+	{"v2", genConfig{seed: 101, blocks: 1400, version: 2, scratch: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
+	{"v3", genConfig{seed: 102, blocks: 1400, version: 3, scratch: true}, Options{WindowBlocks: 150, MergeSize: 16, replaceCommitBlocks: 64}},
 	{"v3-aosp-window", genConfig{seed: 103, blocks: 1400, version: 3, scratch: true}, Options{}},
-	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{}},
-	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150}},
+	{"v2-no-scratch", genConfig{seed: 104, blocks: 500, version: 2}, Options{replaceCommitBlocks: 64}},
+	{"v3-real-lz4", genConfig{seed: 105, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
 	{"v2-real-gz-aosp-window", genConfig{seed: 106, blocks: 1400, version: 2, scratch: true, real: true, comp: cow.CompressionGz}, Options{}},
 	// A separate source device (<part>-src) and a base that differs from it.
-	{"v3-real-lz4-backing", genConfig{seed: 107, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4, backing: true}, Options{WindowBlocks: 150}},
-	{"v2-no-scratch-backing", genConfig{seed: 108, blocks: 500, version: 2, backing: true}, Options{}},
+	{"v3-real-lz4-backing", genConfig{seed: 107, blocks: 1400, version: 3, scratch: true, real: true, comp: cow.CompressionLz4, backing: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}},
+	{"v2-no-scratch-backing", genConfig{seed: 108, blocks: 500, version: 2, backing: true}, Options{replaceCommitBlocks: 64}},
+	// Overlap-free moves between the shift chains: some windows need no
+	// scratch copy.
+	{"v2-moves", genConfig{seed: 109, blocks: 1400, version: 2, scratch: true, moves: true}, Options{WindowBlocks: 60, replaceCommitBlocks: 64}},
 }
 
 // withBacking returns opts with a fresh source device of img (wrapped by
@@ -206,6 +209,8 @@ func TestInteropCheckpoints(t *testing.T) {
 			hs := int(binary.LittleEndian.Uint16(img.cowImg[12:]))
 			var seen [4]int
 			lastMerged := uint64(0)
+			persisted := map[uint64]int{}
+			var windows []Checkpoint
 			opts, bk := withBacking(img, v.opts, nil)
 			opts.OnCheckpoint = func(c Checkpoint) {
 				seen[c.Kind]++
@@ -222,6 +227,7 @@ func TestInteropCheckpoints(t *testing.T) {
 				}
 				switch c.Kind {
 				case WindowPersisted:
+					persisted[c.Start] = c.Ops
 					if nmo != lastMerged || c.Start != nmo {
 						t.Fatalf("persisted window at %d, num_merge_ops %d, last commit %d", c.Start, nmo, lastMerged)
 					}
@@ -249,6 +255,9 @@ func TestInteropCheckpoints(t *testing.T) {
 						t.Fatalf("AOSP window of %d ops at %d", c.Ops, nmo)
 					}
 				case WindowCommitted, ReplaceCommitted:
+					if c.Kind == WindowCommitted {
+						windows = append(windows, c)
+					}
 					if v.gen.scratch && p[hs] != cow.ReadAheadInProgress {
 						t.Fatalf("%v: read_ahead_state %d", c.Kind, p[hs])
 					}
@@ -277,13 +286,31 @@ func TestInteropCheckpoints(t *testing.T) {
 					t.Fatalf("%v at %d: AOSP recovery: %s", c.Kind, nmo, diffBlocks(got, img.target))
 				}
 			}
-			if _, err := runMerge(t, img, cf, bf, &opts); err != nil {
+			e, err := runMerge(t, img, cf, bf, &opts)
+			if err != nil {
 				t.Fatal(err)
 			}
 			checkBacking(t, img, bk)
 			t.Logf("checkpoints: %d persisted, %d window commits, %d replace commits", seen[WindowPersisted], seen[WindowCommitted], seen[ReplaceCommitted])
-			if v.gen.scratch && seen[WindowPersisted] != seen[WindowCommitted] {
-				t.Fatal("a window was committed without being persisted")
+			// With scratch, exactly the windows that overwrite their own
+			// sources went through the scratch region first.
+			skipped := 0
+			for _, c := range windows {
+				need := e.needsScratch(&window{start: int(c.Start), n: c.Ops})
+				n, ok := persisted[c.Start]
+				switch {
+				case !v.gen.scratch && ok:
+					t.Fatalf("window at %d persisted without a scratch region", c.Start)
+				case v.gen.scratch && need && (!ok || n != c.Ops):
+					t.Fatalf("window at %d (%d ops) overwrites its own sources and was committed without being persisted", c.Start, c.Ops)
+				case v.gen.scratch && !need && ok:
+					t.Fatalf("window at %d (%d ops) was persisted though it never overwrites its own sources", c.Start, c.Ops)
+				case v.gen.scratch && !need:
+					skipped++
+				}
+			}
+			if v.gen.moves && (skipped == 0 || seen[WindowPersisted] == 0) {
+				t.Fatalf("moves: %d windows merged without scratch, %d persisted; want both", skipped, seen[WindowPersisted])
 			}
 		})
 	}

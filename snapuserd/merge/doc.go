@@ -24,12 +24,23 @@
 //
 //	read the window's sources from the source device (runs of consecutive
 //	sources coalesced), apply XOR payloads          → window RA_READY
-//	write ScratchMetadata {new_block, file_offset} at header_size+1 and the
-//	data at header_size+8192+i*4096; fsync COW;
-//	read_ahead_state := 2 (Done); fsync COW           (durable copy)
-//	write runs of contiguous destination blocks to base; fsync base
+//	(done ahead by the read-ahead goroutine while the previous window is
+//	written and synced)
+//	if an op of the window writes a block that an op at or before it reads:
+//	  write ScratchMetadata {new_block, file_offset} at header_size+1 and the
+//	  data at header_size+8192+i*4096; sync COW;
+//	  read_ahead_state := 2 (Done); sync COW           (durable copy)
+//	write runs of contiguous destination blocks to base; sync base
 //	num_merge_ops += n, read_ahead_state := 1 in one write of the
-//	header page; fsync COW                            → window COMPLETED
+//	header page; sync COW                             → window COMPLETED
+//
+// "sync" is fdatasync on OS files (the merge never changes a file's size or
+// allocation, and no reader looks at timestamps), Sync otherwise. A window
+// without such an op cannot destroy its own sources, so it skips the scratch
+// copy (AOSP always makes it): a crash in it leaves read_ahead_state 0 or 1
+// and num_merge_ops at its start, from which AOSP's daemon and this engine
+// both re-read it from the intact sources; it is written once, with two
+// barriers instead of four.
 //
 // Recovery (New): if read_ahead_state == 2 the scratch holds a window that was
 // made durable but not (fully) committed: its entries must be exactly the next
@@ -38,9 +49,10 @@
 // the source device again: its sources cannot have been overwritten yet.
 //
 // Phase 2, Replace/Zero ops: runs of contiguous destination blocks of at most
-// 256 blocks (1 MiB) are decompressed and written with one write each; after
-// at least 256 ops the base is fsynced and num_merge_ops committed; a final
-// partial commit ends the merge. Replays are harmless.
+// 256 blocks (1 MiB) are decompressed and written with one write each (and
+// their writeback started); after at least 2048 blocks (8 MiB) the base is
+// synced and num_merge_ops committed; a final partial commit ends the merge.
+// Replays are harmless.
 //
 // COWs without a scratch region (buffer_size == 0) commit the header with
 // one write + fsync and keep the read-ahead buffer in memory only. AOSP then
@@ -58,8 +70,10 @@
 // relies on).
 //
 // io_uring (Options.IOUring): window writes go out as linked WRITE SQEs with
-// a drained FSYNC (queue depth 8); any io_uring error falls back to
-// synchronous I/O for the rest of the merge, rewriting the window.
+// a drained FSYNC (queue depth 8), and the read-ahead reads a window's source
+// runs as READ SQEs on a ring of its own (up to 8 in flight); any io_uring
+// error falls back to synchronous I/O for the rest of the merge, rewriting
+// the window or redoing its reads with pread.
 //
 // API. New(cowFile, base, src, opts) reads the merge state (nothing is
 // written); Run(ctx) merges (initiate_merge) until complete, failed or

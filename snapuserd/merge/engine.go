@@ -57,6 +57,10 @@ type Engine struct {
 	uringOps atomic.Int64
 	uringErr error // why io_uring was given up
 
+	rring      ringWriter // the read-ahead's io_uring for source reads, nil = pread
+	backingFD  int
+	uringReads atomic.Int64
+
 	replMu   sync.Mutex // cache of the last decompressed Replace op
 	replIdx  int
 	replData []byte
@@ -531,14 +535,20 @@ func (e *Engine) run(ctx context.Context) error {
 				e.ring.close()
 				e.ring = nil
 			}
+			if e.rring != nil {
+				e.rring.close()
+				e.rring = nil
+			}
 			e.mu.Unlock()
 		}()
 	}
 	if len(e.windows) > 0 {
 		e.setPhase(PhaseOrdered)
 		e.logf("merge: %s: ordered phase, %d windows from op %d", e.cowF.Name(), len(e.windows), e.windows[0].start)
+		pf := e.newPrefetcher()
+		defer pf.wait()
 		for wi := range e.windows {
-			if err := e.mergeWindow(ctx, wi); err != nil {
+			if err := e.mergeWindow(ctx, wi, pf); err != nil {
 				return err
 			}
 		}
@@ -548,9 +558,11 @@ func (e *Engine) run(ctx context.Context) error {
 }
 
 // ringWriter submits a batch of window writes, linked in order, optionally
-// ended by a drained fsync (*uring; tests substitute a model).
+// ended by a drained fsync, or a batch of independent reads (*uring; tests
+// substitute a model).
 type ringWriter interface {
 	writeBatch(fd int, ws []uringWrite, fsync bool) error
+	readBatch(fd int, rs []uringWrite) error
 	close()
 }
 
@@ -560,11 +572,13 @@ type ringWriter interface {
 var testNewRing func(base faultfs.File) ringWriter
 
 // setupURing enables io_uring for window writes when the base is an OS
-// file and the kernel allows it; otherwise it records why not.
+// file and the kernel allows it, and for the read-ahead's source reads when
+// the source device is one too; otherwise it records why not.
 func (e *Engine) setupURing() {
 	if testNewRing != nil {
 		e.mu.Lock()
 		e.ring, e.baseFD = testNewRing(e.base), -1
+		e.rring, e.backingFD = testNewRing(e.backing), -1
 		e.mu.Unlock()
 		return
 	}
@@ -582,12 +596,44 @@ func (e *Engine) setupURing() {
 	e.mu.Lock()
 	e.ring, e.baseFD = r, int(of.OS().Fd())
 	e.mu.Unlock()
+	bf, ok := e.backing.(*faultfs.OSFile)
+	if !ok {
+		return
+	}
+	rr, err := newURing()
+	if err != nil {
+		e.logf("merge: read-ahead: %v; using pread", err)
+		return
+	}
+	e.mu.Lock()
+	e.rring, e.backingFD = rr, int(bf.OS().Fd())
+	e.mu.Unlock()
+}
+
+// dropReadRing gives up the read-ahead's io_uring after err (its reads were
+// redone with pread).
+func (e *Engine) dropReadRing(err error) {
+	e.logf("merge: %s: io_uring read failed, falling back to pread: %v", e.cowF.Name(), err)
+	e.mu.Lock()
+	if e.rring != nil {
+		e.rring.close()
+		e.rring = nil
+	}
+	if e.uringErr == nil {
+		e.uringErr = err
+	}
+	e.mu.Unlock()
 }
 
 // IOURing reports how many merge writes went through io_uring and, if
-// io_uring was requested but is not (or no longer) used, why.
+// io_uring was requested but is not (or no longer) used for the writes or
+// the source reads, why. IOURingReads counts the reads.
 func (e *Engine) IOURing() (writes int64, fallback error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.uringOps.Load(), e.uringErr
 }
+
+// IOURingReads reports how many source reads of the read-ahead went
+// through io_uring.
+func (e *Engine) IOURingReads() int64 { return e.uringReads.Load() }

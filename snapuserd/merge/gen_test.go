@@ -65,6 +65,10 @@ type genConfig struct {
 	// holding the old image, into a base that differs from it wherever
 	// the COW writes and that is larger than it.
 	backing bool
+	// moves makes about half of the shift segments overlap-free moves (the
+	// shift exceeds the segment), so that some windows never overwrite
+	// their own sources and are merged without the scratch copy.
+	moves bool
 }
 
 func fillRandom(rng *rand.Rand, p []byte) {
@@ -118,6 +122,10 @@ func generate(t testing.TB, c genConfig) *image {
 				break
 			}
 			segLen = room
+		}
+		if c.moves && rng.IntN(2) == 0 {
+			segLen = (segLen - 1) / 2
+			k = segLen + 1
 		}
 		need := segLen + k + 2
 		xorShare := rng.IntN(3) // 0: none, 1: some, 2: many
@@ -485,7 +493,8 @@ func referenceResumeFrom(t testing.TB, cowImg, baseImg, backing []byte, src Sour
 		case cow.OpCopy:
 			copy(d, from[op.Source*bs:(op.Source+1)*bs])
 		case cow.OpXor:
-			s := from[op.Source : op.Source+bs]
+			// A copy: an unaligned source may overlap d itself.
+			s := append([]byte(nil), from[op.Source:op.Source+bs]...)
 			p := payload(op)
 			for j := range d {
 				d[j] = s[j] ^ p[j]

@@ -35,13 +35,13 @@ func (e *Engine) persistWindow(w *window) error {
 	if err := faultfs.WriteFull(e.cowF, w.buf, s.DataOffset); err != nil {
 		return fmt.Errorf("merge: writing scratch data: %w", err)
 	}
-	if err := e.cowF.Sync(); err != nil {
+	if err := syncData(e.cowF); err != nil {
 		return fmt.Errorf("merge: syncing scratch region: %w", err)
 	}
 	if err := faultfs.WriteFull(e.cowF, []byte{cow.ReadAheadDone}, s.StateOffset); err != nil {
 		return fmt.Errorf("merge: setting read_ahead_state: %w", err)
 	}
-	if err := e.cowF.Sync(); err != nil {
+	if err := syncData(e.cowF); err != nil {
 		return fmt.Errorf("merge: syncing read_ahead_state: %w", err)
 	}
 	e.page[len(e.page)-1] = cow.ReadAheadDone
@@ -63,7 +63,7 @@ func (e *Engine) commit(merged uint64) error {
 	if err := faultfs.WriteFull(e.cowF, e.page, 0); err != nil {
 		return fmt.Errorf("merge: commit num_merge_ops=%d: %w", merged, err)
 	}
-	if err := e.cowF.Sync(); err != nil {
+	if err := syncData(e.cowF); err != nil {
 		return fmt.Errorf("merge: commit num_merge_ops=%d: sync %s: %w", merged, e.cowF.Name(), err)
 	}
 	e.mu.Lock()

@@ -55,6 +55,9 @@ func TestMerge(t *testing.T) {
 		{"v2-real-none", genConfig{seed: 9, blocks: 3000, version: 2, scratch: true, real: true}, Options{}},
 		{"v3-real-lz4-64k", genConfig{seed: 10, blocks: 3000, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{}},
 		{"v3-real-zstd-no-scratch", genConfig{seed: 11, blocks: 3000, version: 3, real: true, comp: cow.CompressionZstd}, Options{}},
+		// The default Replace commit interval (8 MiB: only the final
+		// commit here); the other cases commit every 256 blocks.
+		{"v2-default-replace-commit", genConfig{seed: 12, blocks: 3000, version: 2, scratch: true}, Options{replaceCommitBlocks: -1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,6 +65,13 @@ func TestMerge(t *testing.T) {
 			cf, bf := img.files()
 			var commits []Checkpoint
 			opts := tc.opts
+			if opts.replaceCommitBlocks == 0 {
+				opts.replaceCommitBlocks = 256
+			}
+			commitBlocks := uint64(opts.replaceCommitBlocks)
+			if opts.replaceCommitBlocks < 0 {
+				commitBlocks = ReplaceCommitBlocks
+			}
 			var niceErr error
 			opts.OnCheckpoint = func(c Checkpoint) {
 				commits = append(commits, c)
@@ -116,8 +126,12 @@ func TestMerge(t *testing.T) {
 					}
 				case ReplaceCommitted:
 					replaces++
-					if c.NumMergeOps != uint64(len(img.order)) && c.Ops < ReplaceCommitOps {
-						t.Fatalf("replace commit of only %d ops before the end: %+v", c.Ops, c)
+					var blocks uint64
+					for _, op := range img.order[c.Start:c.NumMergeOps] {
+						blocks += op.Blocks()
+					}
+					if c.NumMergeOps != uint64(len(img.order)) && blocks < commitBlocks {
+						t.Fatalf("replace commit of only %d blocks before the end: %+v", blocks, c)
 					}
 				}
 			}

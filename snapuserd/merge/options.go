@@ -21,8 +21,15 @@ type Source interface {
 const (
 	// ReplaceRunBlocks caps a Replace/Zero run: 256 blocks = 1 MiB.
 	ReplaceRunBlocks = 256
-	// ReplaceCommitOps: commit after at least this many Replace/Zero ops.
-	ReplaceCommitOps = 256
+	// ReplaceCommitBlocks: the Replace/Zero phase syncs the base and commits
+	// num_merge_ops after at least this many blocks (8 MiB) were written
+	// since the last commit, and at its end. The ops are independent and
+	// replaying merged ones after a crash is harmless, so any interval is a
+	// state AOSP resumes from; AOSP's daemon has used 256 ops, 512 ops (2 MiB),
+	// 2048 and 8192 ops over its releases. 8 MiB keeps the barrier cost
+	// small against the data written while the durable progress still
+	// moves in steps of a fraction of a second.
+	ReplaceCommitBlocks = 2048
 	// DefaultWindowBlocks is the window size of COWs without scratch: the
 	// capacity a default 2 MiB buffer would have.
 	DefaultWindowBlocks = (cow.BufferRegionDefaultSize - cow.BufferRegionDefaultSize*cow.ScratchEntrySize/cow.DefaultBlockSize) / cow.DefaultBlockSize
@@ -72,6 +79,10 @@ type Options struct {
 	OnCheckpoint func(Checkpoint)
 	// Logf, if set, receives progress lines.
 	Logf func(format string, args ...any)
+
+	// replaceCommitBlocks overrides ReplaceCommitBlocks (tests: small
+	// images get several Replace commits).
+	replaceCommitBlocks int
 }
 
 // CheckpointKind says which durable state change happened.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 
@@ -71,13 +72,14 @@ func TestPowerCutAtEverySync(t *testing.T) {
 		opts  Options
 		uring bool
 	}{
-		{"v2", genConfig{seed: 201, blocks: 450, version: 2, scratch: true}, Options{WindowBlocks: 150}, false},
-		{"v3-real-lz4", genConfig{seed: 202, blocks: 450, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 100, MergeSize: 16}, false},
-		{"v2-no-scratch", genConfig{seed: 209, blocks: 160, version: 2}, Options{}, false},
-		{"v3-backing", genConfig{seed: 204, blocks: 450, version: 3, scratch: true, backing: true}, Options{WindowBlocks: 150}, false},
+		{"v2", genConfig{seed: 201, blocks: 450, version: 2, scratch: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
+		{"v3-real-lz4", genConfig{seed: 202, blocks: 450, version: 3, scratch: true, real: true, comp: cow.CompressionLz4}, Options{WindowBlocks: 100, MergeSize: 16, replaceCommitBlocks: 64}, false},
+		{"v2-no-scratch", genConfig{seed: 209, blocks: 160, version: 2}, Options{replaceCommitBlocks: 32}, false},
+		{"v2-moves", genConfig{seed: 210, blocks: 450, version: 2, scratch: true, moves: true}, Options{WindowBlocks: 40, replaceCommitBlocks: 64}, false},
+		{"v3-backing", genConfig{seed: 204, blocks: 450, version: 3, scratch: true, backing: true}, Options{WindowBlocks: 150, replaceCommitBlocks: 64}, false},
 		// One run per op, 16-op windows: full windows end with a full
 		// batch and a plain fsync, the last one with a drained FSYNC SQE.
-		{"v2-io_uring", genConfig{seed: 205, blocks: 200, version: 2, scratch: true}, Options{WindowBlocks: 16, MergeSize: 1, IOUring: true}, true},
+		{"v2-io_uring", genConfig{seed: 205, blocks: 200, version: 2, scratch: true}, Options{WindowBlocks: 16, MergeSize: 1, IOUring: true, replaceCommitBlocks: 64}, true},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
@@ -99,13 +101,18 @@ func TestPowerCutAtEverySync(t *testing.T) {
 			count := &syncCut{at: -1}
 			g := &faultfs.Group{Inj: count}
 			opts, _ := withBacking(img, v.opts, g.Wrap)
+			var kinds [4]int
+			opts.OnCheckpoint = func(c Checkpoint) { kinds[c.Kind]++ }
 			e, err := runMerge(t, img, g.Wrap(cf), g.Wrap(bf), &opts)
 			if err != nil {
 				t.Fatal(err)
 			}
+			if v.gen.moves && (kinds[WindowPersisted] == 0 || kinds[WindowPersisted] == kinds[WindowCommitted]) {
+				t.Fatalf("moves: %d of %d windows persisted; want some with and some without scratch", kinds[WindowPersisted], kinds[WindowCommitted])
+			}
 			if v.uring {
-				if n, ferr := e.IOURing(); n == 0 || ferr != nil {
-					t.Fatalf("io_uring path not taken: %d writes, %v", n, ferr)
+				if n, ferr := e.IOURing(); n == 0 || ferr != nil || e.IOURingReads() == 0 {
+					t.Fatalf("io_uring path not taken: %d writes, %d reads, %v", n, e.IOURingReads(), ferr)
 				}
 			}
 			total := count.syncs.Load()
@@ -116,7 +123,8 @@ func TestPowerCutAtEverySync(t *testing.T) {
 					cases++
 				}
 			}
-			t.Logf("%d syncs per merge, %d power cuts", total, cases)
+			t.Logf("%d syncs per merge (%d windows, %d persisted; %d replace commits), %d power cuts",
+				total, kinds[WindowCommitted], kinds[WindowPersisted], kinds[ReplaceCommitted], cases)
 		})
 	}
 }
@@ -164,5 +172,60 @@ func powerCut(t *testing.T, img *image, vopts Options, k, total int64, cowKeep, 
 	checkBacking(t, img, bk)
 	if d := diffBlocks(bf.Bytes(), img.target); d != "" {
 		t.Fatalf("%s: after resume: %s", what, d)
+	}
+}
+
+// TestPowerCutInPlaceXor: a window whose only overlap is Xor ops reading
+// their own destination block (aligned, and unaligned over two blocks) must
+// still go through the scratch region: replaying such an op from the source
+// device after a crash would apply its XOR twice. Power cuts at every sync,
+// as TestPowerCutAtEverySync.
+func TestPowerCutInPlaceXor(t *testing.T) {
+	nb := 32
+	base := make([]byte, nb*bs)
+	fillRandom(rand.New(rand.NewPCG(7, 7)), base)
+	pay := func(c byte) []byte { return bytes.Repeat([]byte{c}, bs) }
+	src := &fakeSource{order: []cow.Op{
+		{Type: cow.OpCopy, NewBlock: 20, Source: 12},
+		{Type: cow.OpXor, NewBlock: 5, Source: 5 * bs, DataLength: bs},
+		{Type: cow.OpXor, NewBlock: 9, Source: 8*bs + 100, DataLength: bs},
+		{Type: cow.OpReplace, NewBlock: 25, DataLength: bs},
+	}, payload: map[uint64][]byte{5: pay(0x5a), 9: pay(0xa5), 25: pay(0x33)}}
+	target := append([]byte(nil), base...)
+	for _, op := range src.order {
+		d := target[op.NewBlock*bs : (op.NewBlock+1)*bs]
+		switch op.Type {
+		case cow.OpCopy:
+			copy(d, base[op.Source*bs:(op.Source+1)*bs])
+		case cow.OpXor:
+			for j := range d {
+				d[j] = base[int(op.Source)+j] ^ src.payload[op.NewBlock][j]
+			}
+		case cow.OpReplace:
+			copy(d, src.payload[op.NewBlock])
+		}
+	}
+	img := &image{version: 2, scratch: true, base: base, target: target, src: src, source: src,
+		order: src.order, cowImg: makeCOW(t, 2, true), nOrd: 3}
+	cf, bf := img.files()
+	count := &syncCut{at: -1}
+	g := &faultfs.Group{Inj: count}
+	persisted := 0
+	opts := Options{OnCheckpoint: func(c Checkpoint) {
+		if c.Kind == WindowPersisted {
+			persisted++
+		}
+	}}
+	if _, err := runMerge(t, img, g.Wrap(cf), g.Wrap(bf), &opts); err != nil {
+		t.Fatal(err)
+	}
+	if persisted != 1 {
+		t.Fatalf("%d windows persisted, want the one window", persisted)
+	}
+	total := count.syncs.Load()
+	for k := int64(0); k <= total; k++ {
+		for _, ss := range survivorSets {
+			powerCut(t, img, Options{}, k, total, ss.cowKeep, ss.bKeep, fmt.Sprintf("cut at sync %d/%d, survivors (COW/base) %s", k, total, ss.name))
+		}
 	}
 }

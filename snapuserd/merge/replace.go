@@ -9,8 +9,9 @@ import (
 )
 
 // mergeReplace merges the Replace/Zero ops after the ordered ones: runs of
-// contiguous destinations of at most ReplaceRunBlocks blocks, one write each;
-// fsync + commit after at least ReplaceCommitOps ops and at the end.
+// contiguous destinations of at most ReplaceRunBlocks blocks, one write each
+// (whose writeback starts at once); syncData + commit after at least
+// ReplaceCommitBlocks blocks and at the end.
 func (e *Engine) mergeReplace(ctx context.Context) error {
 	e.mu.Lock()
 	i := int(e.merged)
@@ -20,19 +21,23 @@ func (e *Engine) mergeReplace(ctx context.Context) error {
 	}
 	bs := e.bs
 	buf := make([]byte, ReplaceRunBlocks*bs)
-	committed, pending := i, 0
+	commitBlocks := uint64(ReplaceCommitBlocks)
+	if n := e.opts.replaceCommitBlocks; n > 0 {
+		commitBlocks = uint64(n)
+	}
+	committed, pending, pendingBlocks := i, 0, uint64(0)
 	flush := func() error {
 		if pending == 0 {
 			return nil
 		}
-		if err := e.base.Sync(); err != nil {
+		if err := syncData(e.base); err != nil {
 			return fmt.Errorf("merge: replace ops %d–%d: sync %s: %w", committed, i-1, e.base.Name(), err)
 		}
 		if err := e.commit(uint64(i)); err != nil {
 			return err
 		}
 		e.checkpoint(Checkpoint{Kind: ReplaceCommitted, NumMergeOps: uint64(i), Start: uint64(committed), Ops: pending})
-		committed, pending = i, 0
+		committed, pending, pendingBlocks = i, 0, 0
 		return nil
 	}
 	for i < len(e.order) {
@@ -67,9 +72,11 @@ func (e *Engine) mergeReplace(ctx context.Context) error {
 		if err := faultfs.WriteFull(e.base, buf[:off], int64(first.NewBlock)*bs); err != nil {
 			return fmt.Errorf("merge: replace ops %d–%d: %w", i, j-1, err)
 		}
+		startWriteback(e.base, int64(first.NewBlock)*bs, off)
 		pending += j - i
+		pendingBlocks += blocks
 		i = j
-		if pending >= ReplaceCommitOps {
+		if pendingBlocks >= commitBlocks {
 			if err := flush(); err != nil {
 				return err
 			}

@@ -10,12 +10,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A minimal io_uring (Linux ≥ 5.6) for merge writes, as AOSP's merge
-// thread uses it (snapuserd.md §6): WRITE SQEs linked with IOSQE_IO_LINK so
-// that they complete in order, queue depth 8, an FSYNC SQE with
-// IOSQE_IO_DRAIN after a window's last write when the ring has room. Any
-// failure makes the engine fall back to synchronous I/O for the rest of the
-// merge (the window is rewritten from its buffer, which is idempotent).
+// A minimal io_uring (Linux ≥ 5.6) for merge reads and writes, as AOSP's
+// read-ahead and merge threads use it (snapuserd.md §6): the read-ahead
+// reads a window's source runs as READ SQEs with IOSQE_ASYNC, up to the
+// queue depth in flight (a ring of its own: the read-ahead runs beside the
+// merge thread); the merge thread writes WRITE SQEs linked with
+// IOSQE_IO_LINK so that they complete in order, queue depth 8, an FSYNC SQE
+// with IOSQE_IO_DRAIN (and IORING_FSYNC_DATASYNC, as syncData) after a
+// window's last write when the ring has room. Any failure makes the engine
+// fall back to synchronous I/O for the rest of the merge (the window is
+// rewritten from its buffer, or its reads repeated with pread: both are
+// idempotent).
 
 const (
 	ioringOffSQRing = 0
@@ -23,10 +28,14 @@ const (
 	ioringOffSQEs   = 0x10000000
 
 	ioringOpFsync = 3
+	ioringOpRead  = 22
 	ioringOpWrite = 23
+
+	ioringFsyncDatasync = 1 // fsync_flags: fdatasync (see syncData)
 
 	iosqeIODrain = 1 << 1
 	iosqeIOLink  = 1 << 2
+	iosqeAsync   = 1 << 4
 
 	ioringEnterGetEvents = 1
 
@@ -148,6 +157,7 @@ func prepSQE(sqe []byte, fd int, i, n uint32, ws []uringWrite) {
 	} else {
 		sqe[0] = ioringOpFsync
 		sqe[1] = iosqeIODrain
+		*(*uint32)(unsafe.Pointer(&sqe[28])) = ioringFsyncDatasync
 	}
 	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
 	*(*uint64)(unsafe.Pointer(&sqe[32])) = uint64(i)
@@ -161,15 +171,76 @@ func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
 	if err != nil {
 		return err
 	}
+	res, err := r.submit(n, func(sqe []byte, i uint32) { prepSQE(sqe, fd, i, n, ws) })
+	runtime.KeepAlive(ws)
+	if err != nil {
+		return err
+	}
+	for i, v := range res {
+		switch {
+		case v < 0:
+			what := "fsync"
+			if i < len(ws) {
+				what = fmt.Sprintf("write of %d bytes at %#x", len(ws[i].buf), ws[i].off)
+			}
+			return fmt.Errorf("io_uring %s: %w", what, syscall.Errno(-v))
+		case i < len(ws) && int(v) != len(ws[i].buf):
+			return fmt.Errorf("io_uring short write: %d of %d bytes at %#x", v, len(ws[i].buf), ws[i].off)
+		}
+	}
+	return nil
+}
+
+// prepReadSQE fills sqe as a READ of rs[i] (IOSQE_ASYNC, not linked: the
+// reads of a batch are independent). user_data is i.
+func prepReadSQE(sqe []byte, fd int, i uint32, rs []uringWrite) {
+	clear(sqe)
+	w := rs[i]
+	sqe[0] = ioringOpRead
+	sqe[1] = iosqeAsync
+	*(*int32)(unsafe.Pointer(&sqe[4])) = int32(fd)
+	*(*uint64)(unsafe.Pointer(&sqe[8])) = uint64(w.off)
+	*(*uint64)(unsafe.Pointer(&sqe[16])) = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))))
+	*(*uint32)(unsafe.Pointer(&sqe[24])) = uint32(len(w.buf))
+	*(*uint64)(unsafe.Pointer(&sqe[32])) = uint64(i)
+}
+
+// readBatch fills every rs[i].buf from fd at rs[i].off (≤ uringDepth READ
+// SQEs in flight at once) and waits for every completion; a short read is an
+// error (the caller falls back to pread, which retries it).
+func (r *uring) readBatch(fd int, rs []uringWrite) error {
+	n := uint32(len(rs))
+	if n == 0 || n > uringDepth {
+		return fmt.Errorf("io_uring batch of %d reads", n)
+	}
+	res, err := r.submit(n, func(sqe []byte, i uint32) { prepReadSQE(sqe, fd, i, rs) })
+	runtime.KeepAlive(rs)
+	if err != nil {
+		return err
+	}
+	for i, v := range res {
+		switch {
+		case v < 0:
+			return fmt.Errorf("io_uring read of %d bytes at %#x: %w", len(rs[i].buf), rs[i].off, syscall.Errno(-v))
+		case int(v) != len(rs[i].buf):
+			return fmt.Errorf("io_uring short read: %d of %d bytes at %#x", v, len(rs[i].buf), rs[i].off)
+		}
+	}
+	return nil
+}
+
+// submit queues n SQEs filled by prep, enters the ring and collects the n
+// completions' results by user_data.
+func (r *uring) submit(n uint32, prep func(sqe []byte, i uint32)) ([]int32, error) {
 	tail := atomic.LoadUint32(r.sqTail)
 	mask := atomic.LoadUint32(r.sqMask)
 	for i := uint32(0); i < n; i++ {
 		idx := (tail + i) & mask
-		prepSQE(r.sqes[idx*sqeSize:(idx+1)*sqeSize], fd, i, n, ws)
+		prep(r.sqes[idx*sqeSize:(idx+1)*sqeSize], i)
 		*(*uint32)(unsafe.Add(r.sqArray, idx*4)) = idx
 	}
 	atomic.StoreUint32(r.sqTail, tail+n)
-	err = r.enter(n, n)
+	err := r.enter(n, n)
 	res := make([]int32, n)
 	got := uint32(0)
 	for err == nil && got < n {
@@ -188,23 +259,7 @@ func (r *uring) writeBatch(fd int, ws []uringWrite, fsync bool) error {
 			err = r.enter(0, n-got)
 		}
 	}
-	runtime.KeepAlive(ws)
-	if err != nil {
-		return err
-	}
-	for i, v := range res {
-		switch {
-		case v < 0:
-			what := "fsync"
-			if i < len(ws) {
-				what = fmt.Sprintf("write of %d bytes at %#x", len(ws[i].buf), ws[i].off)
-			}
-			return fmt.Errorf("io_uring %s: %w", what, syscall.Errno(-v))
-		case i < len(ws) && int(v) != len(ws[i].buf):
-			return fmt.Errorf("io_uring short write: %d of %d bytes at %#x", v, len(ws[i].buf), ws[i].off)
-		}
-	}
-	return nil
+	return res, err
 }
 
 // setThreadNice sets the nice value of the calling thread.

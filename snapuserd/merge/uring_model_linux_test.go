@@ -14,6 +14,7 @@ import (
 type memRing struct {
 	f      faultfs.File
 	fsyncs *int
+	reads  *int
 }
 
 func init() {
@@ -51,6 +52,30 @@ func (r *memRing) writeBatch(fd int, ws []uringWrite, fsync bool) error {
 			}
 		default:
 			return fmt.Errorf("sqe %d: opcode %d", i, sqe[0])
+		}
+	}
+	return nil
+}
+
+// readBatch builds the READ SQEs with the real prepReadSQE and executes them
+// as ReadAt on the model's file.
+func (r *memRing) readBatch(fd int, rs []uringWrite) error {
+	if len(rs) == 0 || len(rs) > uringDepth {
+		return fmt.Errorf("batch of %d reads", len(rs))
+	}
+	sqe := make([]byte, sqeSize)
+	for i := range rs {
+		prepReadSQE(sqe, fd, uint32(i), rs)
+		ud := binary.LittleEndian.Uint64(sqe[32:])
+		off, ln := binary.LittleEndian.Uint64(sqe[8:]), binary.LittleEndian.Uint32(sqe[24:])
+		if sqe[0] != ioringOpRead || sqe[1]&iosqeIOLink != 0 || ud != uint64(i) || int(ln) != len(rs[i].buf) || int64(off) != rs[i].off {
+			return fmt.Errorf("READ sqe %d: opcode %d flags %#x user_data %d, %d bytes at %#x", i, sqe[0], sqe[1], ud, ln, off)
+		}
+		if r.reads != nil {
+			*r.reads++
+		}
+		if err := faultfs.ReadFull(r.f, rs[i].buf, rs[i].off); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -15,11 +16,13 @@ import (
 func TestIOURing(t *testing.T) {
 	tests := []struct {
 		name    string
-		failAt  int // fail the n-th io_uring batch (1-based), 0 = never
+		failAt  int  // fail the n-th io_uring batch (1-based), 0 = never
+		read    bool // of reads (read-ahead), else of writes
 		wantErr bool
 	}{
-		{"io_uring", 0, false},
-		{"fallback after failure", 3, true},
+		{"io_uring", 0, false, false},
+		{"fallback after write failure", 3, false, true},
+		{"pread after read failure", 2, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -32,9 +35,9 @@ func TestIOURing(t *testing.T) {
 			if err := os.WriteFile(basePath, img.base, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			batches := 0
+			var batches atomic.Int64
 			if tc.failAt > 0 {
-				testURingFault = func() bool { batches++; return batches == tc.failAt }
+				testURingFault = func(read bool) bool { return read == tc.read && batches.Add(1) == int64(tc.failAt) }
 				defer func() { testURingFault = nil }()
 			}
 			cf, err := faultfs.Open(cowPath)
@@ -58,10 +61,11 @@ func TestIOURing(t *testing.T) {
 			if fallback != nil && (errors.Is(fallback, syscall.ENOSYS) || errors.Is(fallback, syscall.EPERM)) {
 				t.Skipf("io_uring unavailable: %v", fallback)
 			}
-			if (fallback != nil) != tc.wantErr || writes == 0 {
-				t.Fatalf("io_uring writes %d, fallback %v", writes, fallback)
+			reads := e.IOURingReads()
+			if (fallback != nil) != tc.wantErr || writes == 0 || reads == 0 {
+				t.Fatalf("io_uring writes %d, reads %d, fallback %v", writes, reads, fallback)
 			}
-			t.Logf("%d writes through io_uring, fallback: %v", writes, fallback)
+			t.Logf("%d writes and %d reads through io_uring, fallback: %v", writes, reads, fallback)
 			got, err := os.ReadFile(basePath)
 			if err != nil {
 				t.Fatal(err)
@@ -81,7 +85,7 @@ func TestIOURing(t *testing.T) {
 	if err := e.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if w, fb := e.IOURing(); w != 0 || fb == nil {
-		t.Fatalf("io_uring on a MemFile: %d writes, %v", w, fb)
+	if w, fb := e.IOURing(); w != 0 || fb == nil || e.IOURingReads() != 0 {
+		t.Fatalf("io_uring on a MemFile: %d writes, %d reads, %v", w, e.IOURingReads(), fb)
 	}
 }

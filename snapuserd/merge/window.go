@@ -30,36 +30,71 @@ func (e *Engine) runLen(k, end int, at func(int) int64, step int64) (int, int64)
 }
 
 // readSources fills buf (n blocks) with the target data of ops [start,
-// start+n): sources read from the source device in coalesced runs, XOR
-// applied.
+// start+n): sources read from the source device in coalesced runs with
+// pread, XOR applied. Any goroutine may call it.
 func (e *Engine) readSources(start, n int, buf []byte) error {
+	return e.readSourcesWith(start, n, buf, nil)
+}
+
+// sourceRun is one coalesced read of readSourcesWith: into dst directly, or
+// (descending sources) into a separate buffer written into dst reversed.
+type sourceRun struct {
+	k, n int // first op, ops
+	io   uringWrite
+	dst  []byte // non-nil: reverse io.buf block by block into dst
+}
+
+// readSourcesWith is readSources with the runs read through rr (the
+// read-ahead's io_uring, up to uringDepth reads in flight) when rr is not
+// nil; only one goroutine may use rr at a time. An io_uring failure is
+// returned as errURingRead after the reads were redone with pread.
+func (e *Engine) readSourcesWith(start, n int, buf []byte, rr ringWriter) error {
 	bs := e.bs
 	at := func(i int) int64 { return e.srcOff(&e.order[i]) }
-	var tmp []byte
+	var runs []sourceRun
 	for k := start; k < start+n; {
 		run, dir := e.runLen(k, start+n, at, bs)
 		lo := at(k)
-		if dir < 0 {
-			lo = at(k + run - 1)
-		}
 		dst := buf[int64(k-start)*bs : int64(k-start+run)*bs]
-		if dir > 0 {
-			if err := faultfs.ReadFull(e.backing, dst, lo); err != nil {
-				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
+		r := sourceRun{k: k, n: run, io: uringWrite{buf: dst, off: lo}}
+		if dir < 0 {
+			r.io = uringWrite{buf: make([]byte, len(dst)), off: at(k + run - 1)}
+			r.dst = dst
+		}
+		runs = append(runs, r)
+		k += run
+	}
+	var ringErr error
+	if rr != nil {
+		ios := make([]uringWrite, 0, uringDepth)
+		for i := 0; i < len(runs) && ringErr == nil; i += uringDepth {
+			ios = ios[:0]
+			for _, r := range runs[i:min(i+uringDepth, len(runs))] {
+				ios = append(ios, r.io)
 			}
-		} else {
-			if cap(tmp) < len(dst) {
-				tmp = make([]byte, len(dst))
+			if testURingFault != nil && testURingFault(true) {
+				ringErr = fmt.Errorf("io_uring: injected test failure")
+				break
 			}
-			t := tmp[:len(dst)]
-			if err := faultfs.ReadFull(e.backing, t, lo); err != nil {
-				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", k, k+run-1, err)
-			}
-			for j := 0; j < run; j++ {
-				copy(dst[int64(j)*bs:int64(j+1)*bs], t[int64(run-1-j)*bs:int64(run-j)*bs])
+			if ringErr = rr.readBatch(e.backingFD, ios); ringErr == nil {
+				e.uringReads.Add(int64(len(ios)))
 			}
 		}
-		k += run
+	}
+	if rr == nil || ringErr != nil {
+		for _, r := range runs {
+			if err := faultfs.ReadFull(e.backing, r.io.buf, r.io.off); err != nil {
+				return fmt.Errorf("merge: reading sources of ops %d–%d: %w", r.k, r.k+r.n-1, err)
+			}
+		}
+	}
+	for _, r := range runs {
+		if r.dst == nil {
+			continue
+		}
+		for j := 0; j < r.n; j++ {
+			copy(r.dst[int64(j)*bs:int64(j+1)*bs], r.io.buf[int64(r.n-1-j)*bs:int64(r.n-j)*bs])
+		}
 	}
 	var payload []byte
 	for k := start; k < start+n; k++ {
@@ -75,8 +110,17 @@ func (e *Engine) readSources(start, n int, buf []byte) error {
 		}
 		xorBytes(buf[int64(k-start)*bs:int64(k-start+1)*bs], payload)
 	}
+	if ringErr != nil {
+		return &uringReadError{ringErr}
+	}
 	return nil
 }
+
+// uringReadError reports that the read-ahead's io_uring failed; the window's
+// data is complete (read again with pread) and the caller drops the ring.
+type uringReadError struct{ err error }
+
+func (u *uringReadError) Error() string { return u.err.Error() }
 
 func xorBytes(dst, src []byte) {
 	for i := range dst {
@@ -113,7 +157,9 @@ func (e *Engine) loadScratchWindow(ents []cow.ScratchEntry) (*window, error) {
 }
 
 // mergeWindow runs one window through RA_READY, IN_PROGRESS and COMPLETED.
-func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
+// Its data comes from pf (read ahead while the previous window was merged),
+// and as soon as it is in hand the next window's read-ahead starts.
+func (e *Engine) mergeWindow(ctx context.Context, wi int, pf *prefetcher) error {
 	w := e.windows[wi]
 	if err := e.safePoint(ctx); err != nil {
 		return err
@@ -123,35 +169,38 @@ func (e *Engine) mergeWindow(ctx context.Context, wi int) error {
 	recovered := w.state == WindowRAReady
 	e.mu.Unlock()
 	if !recovered {
-		buf := make([]byte, int64(w.n)*e.bs)
-		if err := e.readSources(w.start, w.n, buf); err != nil {
-			return fmt.Errorf("merge: window %d: %w", wi, err)
+		buf, err := pf.take(wi)
+		if err != nil {
+			return e.windowErr(wi, err)
 		}
+		pf.start(wi + 1)
 		e.mu.Lock()
 		w.buf = buf
 		w.state = WindowRAReady
 		// Readers that started on the sources must finish before any write.
-		err := e.waitLocked(ctx, func() bool { return w.refs == 0 })
+		err = e.waitLocked(ctx, func() bool { return w.refs == 0 })
 		e.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		if e.hasScratch {
+		if e.hasScratch && e.needsScratch(w) {
 			if err := e.persistWindow(w); err != nil {
-				return fmt.Errorf("merge: window %d: %w", wi, err)
+				return e.windowErr(wi, err)
 			}
 			e.checkpoint(Checkpoint{Kind: WindowPersisted, NumMergeOps: uint64(w.start), Start: uint64(w.start), Ops: w.n})
 		}
+	} else {
+		pf.start(wi + 1)
 	}
 	e.mu.Lock()
 	w.state = WindowInProgress
 	e.mu.Unlock()
 	if err := e.writeWindow(ctx, w); err != nil {
-		return fmt.Errorf("merge: window %d: %w", wi, err)
+		return e.windowErr(wi, err)
 	}
 	end := uint64(w.start + w.n)
 	if err := e.commit(end); err != nil {
-		return fmt.Errorf("merge: window %d: %w", wi, err)
+		return e.windowErr(wi, err)
 	}
 	e.mu.Lock()
 	w.state = WindowCompleted
@@ -210,7 +259,7 @@ func (e *Engine) writeWindow(ctx context.Context, w *window) error {
 			return fmt.Errorf("merging ops at block %d: %w", r.off/e.bs, err)
 		}
 	}
-	if err := e.base.Sync(); err != nil {
+	if err := syncData(e.base); err != nil {
 		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
 	}
 	return nil
@@ -227,7 +276,7 @@ func (e *Engine) writeURing(ctx context.Context, runs []uringWrite) error {
 		n := min(len(runs), uringDepth)
 		last := n == len(runs)
 		fsync := last && n < uringDepth
-		if testURingFault != nil && testURingFault() {
+		if testURingFault != nil && testURingFault(false) {
 			return fmt.Errorf("io_uring: injected test failure")
 		}
 		if err := e.ring.writeBatch(fd, runs[:n], fsync); err != nil {
@@ -242,14 +291,16 @@ func (e *Engine) writeURing(ctx context.Context, runs []uringWrite) error {
 			return nil
 		}
 	}
-	if err := e.base.Sync(); err != nil {
+	if err := syncData(e.base); err != nil {
 		return fmt.Errorf("sync %s: %w", e.base.Name(), err)
 	}
 	return nil
 }
 
-// testURingFault, if set by a test, fails io_uring batches when it returns true.
-var testURingFault func() bool
+// testURingFault, if set by a test, fails an io_uring batch of reads (the
+// read-ahead) or writes (the merge thread) when it returns true. It is
+// called from both goroutines.
+var testURingFault func(read bool) bool
 
 // windowOf returns the window holding merge index i, or nil if i was merged
 // before this engine started.
