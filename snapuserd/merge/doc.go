@@ -26,7 +26,7 @@
 //	sources coalesced), apply XOR payloads          → window RA_READY
 //	(done ahead by the read-ahead goroutine while the previous window is
 //	written and synced)
-//	if an op of the window writes a block that an op at or before it reads:
+//	if an op of the window writes a block that an op of the window reads:
 //	  write ScratchMetadata {new_block, file_offset} at header_size+1 and the
 //	  data at header_size+8192+i*4096; sync COW;
 //	  read_ahead_state := 2 (Done); sync COW           (durable copy)

@@ -96,7 +96,7 @@ func (p *prefetcher) wait() {
 
 // needsScratch reports whether window w must be persisted in the scratch
 // region before its first base write: whether one of its ops writes a block
-// that an op of the window at or before it reads. Only then can a crash in
+// that an op of the window reads. Only then can a crash in
 // the middle of the window leave a source of the window overwritten, so
 // that the window could not be replayed from the source device. Without
 // such an op the window is merged like AOSP's merge of a COW without
@@ -108,13 +108,20 @@ func (p *prefetcher) wait() {
 // is assumed to share blocks with the base device at the same numbers
 // (<part>-src and <part>-base over the same extents), as for COWs without
 // scratch.
+//
+// Every source of the window is checked against every destination, not only
+// the ones at or before it: in a valid merge order no op reads a block an
+// earlier op wrote, but the order comes from the COW, which may be hostile,
+// and a window that AOSP would replay from its scratch copy must not be
+// replayed from sources this window overwrote.
 func (e *Engine) needsScratch(w *window) bool {
 	srcs := make(map[uint64]struct{}, 2*w.n)
 	for k := w.start; k < w.start+w.n; k++ {
-		op := &e.order[k]
-		a, b, _ := e.srcBlocks(op)
+		a, b, _ := e.srcBlocks(&e.order[k])
 		srcs[a], srcs[b] = struct{}{}, struct{}{}
-		if _, ok := srcs[op.NewBlock]; ok {
+	}
+	for k := w.start; k < w.start+w.n; k++ {
+		if _, ok := srcs[e.order[k].NewBlock]; ok {
 			return true
 		}
 	}
