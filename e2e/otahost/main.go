@@ -431,11 +431,23 @@ func scenarioPowerCut() error {
 			}
 			last := -1.0
 			v.cutDelay = time.Duration(rng.IntN(250)) * time.Millisecond
+			// Progress moves per commit: the Replace phase commits every
+			// 8 MiB, so on these small images the percentage sits at one
+			// value for most of the merge. A cut also lands after a random
+			// number (1…6) of unchanged reports, i.e. at a random time in
+			// such a stretch, and never on the 0% reports before the
+			// first commit.
+			stuck, same := 1+rng.IntN(6), 0
 			b, err := v.boot("", func(l string) bool {
 				if p, ok := strings.CutPrefix(l, "VABC-MERGE "); ok {
 					if f, err := strconv.ParseFloat(strings.TrimSpace(p), 64); err == nil {
+						if f == last {
+							same++
+						} else {
+							same = 0
+						}
 						last = f
-						return left > 0 && f >= target && f < 100
+						return left > 0 && f < 100 && (f >= target || (f > 0 && same >= stuck))
 					}
 				}
 				return false
