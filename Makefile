@@ -61,11 +61,13 @@ unit-test:
 ## vm-test: boot Debian's kernels in qemu (TCG) and run the device-mapper scenarios: the
 ## current bookworm kernel (6.1) and, when make deps could fetch it, the backports one (6.12).
 ## The multi-boot OTA scenarios (ota, power-cut, rollback: ~3 min) run on 6.1 only unless
-## VABC_OTA_BPO=1, to keep make test under 15 minutes on 2 cores.
+## VABC_OTA_BPO=1, and so does snapuserd-hybrid unless VABC_VM_SKIP_BPO= (empty), to keep
+## make test under 15 minutes on 2 cores.
 VABC_OTA_BPO ?= 0
+VABC_VM_SKIP_BPO ?= snapuserd-hybrid
 vm-test: build
 	bash e2e/run.sh
-	@if [ -e e2e/cache/current-bpo.env ]; then VABC_KERNEL=bpo VABC_OTA=$(VABC_OTA_BPO) bash e2e/run.sh; \
+	@if [ -e e2e/cache/current-bpo.env ]; then VABC_KERNEL=bpo VABC_OTA=$(VABC_OTA_BPO) VABC_VM_SKIP="$(VABC_VM_SKIP_BPO)" bash e2e/run.sh; \
 	elif [ "$(VABC_REQUIRE_VM)" = 1 ]; then \
 		echo "vm-test: FAIL: the 6.12 backports kernel is not cached, and VABC_REQUIRE_VM=1 (CI) (make deps fetches it)"; exit 1; \
 	else echo "vm-test: the 6.12 backports kernel is not cached (make deps fetches it); 6.12 not run"; fi

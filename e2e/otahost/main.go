@@ -434,10 +434,10 @@ func scenarioPowerCut() error {
 			// Progress moves per commit: the Replace phase commits every
 			// 8 MiB, so on these small images the percentage sits at one
 			// value for most of the merge. A cut also lands after a random
-			// number (1…6) of unchanged reports, i.e. at a random time in
-			// such a stretch, and never on the 0% reports before the
-			// first commit.
-			stuck, same := 1+rng.IntN(6), 0
+			// number (1…3) of unchanged reports (a resumed merge makes
+			// 4–6), i.e. at a random time in such a stretch, and never on
+			// the 0% reports before the first commit.
+			stuck, same := 1+rng.IntN(3), 0
 			b, err := v.boot("", func(l string) bool {
 				if p, ok := strings.CutPrefix(l, "VABC-MERGE "); ok {
 					if f, err := strconv.ParseFloat(strings.TrimSpace(p), 64); err == nil {
