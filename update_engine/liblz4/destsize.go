@@ -90,17 +90,7 @@ func CompressDestSize(src []byte, dstSize int) ([]byte, int) {
 			lastRun = max(0, olimit-len(out)-1)
 			lastRun -= (lastRun + 256 - runMask) / 256
 		}
-		if lastRun >= runMask {
-			acc := lastRun - runMask
-			out = append(out, runMask<<4)
-			for ; acc >= 255; acc -= 255 {
-				out = append(out, 255)
-			}
-			out = append(out, byte(acc))
-		} else {
-			out = append(out, byte(lastRun<<4))
-		}
-		out = append(out, src[anchor:anchor+lastRun]...)
+		out = appendLastLiterals(out, src[anchor:anchor+lastRun])
 		return out, anchor + lastRun
 	}
 	if len(src) < minLength {

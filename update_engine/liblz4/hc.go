@@ -373,19 +373,23 @@ func (w *seqWriter) finish() ([]byte, int) {
 		llAdd = (lastRun + 256 - runMask) / 256
 		lastRun -= llAdd
 	}
-	out := w.out
-	if lastRun >= runMask {
-		acc := lastRun - runMask
+	return appendLastLiterals(w.out, w.src[w.anchor:w.anchor+lastRun]), w.anchor + lastRun
+}
+
+// appendLastLiterals appends a block's last sequence to out: a token that
+// holds only a literal length, the length's extra bytes, then the literals.
+func appendLastLiterals(out, lits []byte) []byte {
+	if n := len(lits); n >= runMask {
+		acc := n - runMask
 		out = append(out, runMask<<4)
 		for ; acc >= 255; acc -= 255 {
 			out = append(out, 255)
 		}
 		out = append(out, byte(acc))
 	} else {
-		out = append(out, byte(lastRun<<4))
+		out = append(out, byte(n<<4))
 	}
-	out = append(out, w.src[w.anchor:w.anchor+lastRun]...)
-	return out, w.anchor + lastRun
+	return append(out, lits...)
 }
 
 // CompressHCDestSize is LZ4_compress_HC_destSize on a fresh state: it
