@@ -18,16 +18,11 @@ func MakeErofs(ctx context.Context, scratch string, t Tree, opts ...string) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("imagegen: mkfs.erofs not installed (apt-get install erofs-utils): %w", err)
 	}
-	root, err := os.MkdirTemp(scratch, "tree")
+	root, img, done, err := stageTree(scratch, t)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(root)
-	if err := WriteTree(root, t); err != nil {
-		return nil, err
-	}
-	img := root + ".img"
-	defer os.Remove(img)
+	defer done()
 	args := append(append([]string{}, opts...), fmt.Sprintf("-T%d", fixedTime), "-U", fixedUUID, "--all-root", "-x-1", "--quiet", img, root)
 	if out, err := exec.CommandContext(ctx, mkfs, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("imagegen: mkfs.erofs %v: %v: %s", args, err, out)

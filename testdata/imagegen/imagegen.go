@@ -339,6 +339,25 @@ func WriteTree(dir string, t Tree) error {
 	return nil
 }
 
+// stageTree writes tree t into a new directory under scratch for a mkfs
+// tool and names the image file beside it; done removes both.
+func stageTree(scratch string, t Tree) (root, img string, done func(), err error) {
+	root, err = os.MkdirTemp(scratch, "tree")
+	if err != nil {
+		return "", "", nil, err
+	}
+	img = root + ".img"
+	done = func() {
+		os.RemoveAll(root)
+		os.Remove(img)
+	}
+	if err := WriteTree(root, t); err != nil {
+		done()
+		return "", "", nil, err
+	}
+	return root, img, done, nil
+}
+
 // MakeExt4 builds an ext4 image of size bytes from tree t using mkfs.ext4,
 // working in scratch (a temporary directory the caller owns).
 func MakeExt4(ctx context.Context, scratch string, t Tree, size int) ([]byte, error) {
@@ -350,16 +369,11 @@ func MakeExt4(ctx context.Context, scratch string, t Tree, size int) ([]byte, er
 	if err != nil {
 		return nil, fmt.Errorf("imagegen: debugfs not installed (apt-get install e2fsprogs): %w", err)
 	}
-	root, err := os.MkdirTemp(scratch, "tree")
+	root, img, done, err := stageTree(scratch, t)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(root)
-	if err := WriteTree(root, t); err != nil {
-		return nil, err
-	}
-	img := root + ".img"
-	defer os.Remove(img)
+	defer done()
 	env := append(os.Environ(), fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", fixedTime), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", fixedTime))
 	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4", "-b", fmt.Sprint(BlockSize), "-m", "0",
 		"-O", "^has_journal", "-U", fixedUUID, "-E", "hash_seed="+fixedUUID+",root_owner=0:0",
