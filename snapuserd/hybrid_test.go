@@ -192,14 +192,7 @@ func TestHybridPlanAcrossMerge(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			p := newVABPart(t, t.TempDir(), "system", pair, 3, false)
-			cowB, err := os.ReadFile(p.cow)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r0, err := cow.NewReader(bytes.NewReader(cowB), int64(len(cowB)), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cowB, r0 := p.readCOW(t)
 			type st struct {
 				kind      string
 				cow, base []byte

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
@@ -67,14 +66,7 @@ func TestScratchWindow(t *testing.T) {
 	// fewer ordered ops than one window.
 	pair := sameSizePairs(31, 300)["shifted"]
 	p := newVABPart(t, t.TempDir(), "ra", pair, 3, false)
-	cowB, err := os.ReadFile(p.cow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := cow.NewReader(bytes.NewReader(cowB), int64(len(cowB)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cowB, r := p.readCOW(t)
 	h := r.Header()
 	lay, ok := h.Scratch()
 	if !ok {

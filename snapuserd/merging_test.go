@@ -50,6 +50,20 @@ func newVABPart(t testing.TB, dir, misc string, pair createtest.Pair, version in
 	return p
 }
 
+// readCOW reads p's COW file and opens a reader over its bytes.
+func (p vabPart) readCOW(t testing.TB) ([]byte, *cow.Reader) {
+	t.Helper()
+	b, err := os.ReadFile(p.cow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := cow.NewReader(bytes.NewReader(b), int64(len(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, r
+}
+
 // sameSizePairs returns createtest pairs whose target has the source's size.
 func sameSizePairs(seed uint64, blocks int) map[string]createtest.Pair {
 	out := map[string]createtest.Pair{}

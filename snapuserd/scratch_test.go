@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/vabc-go/vabc/cow"
@@ -21,14 +20,7 @@ import (
 func TestScratchAcceptance(t *testing.T) {
 	pair := sameSizePairs(31, 1500)["shuffled"]
 	p := newVABPart(t, t.TempDir(), "system", pair, 3, false)
-	cowB, err := os.ReadFile(p.cow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r0, err := cow.NewReader(bytes.NewReader(cowB), int64(len(cowB)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cowB, r0 := p.readCOW(t)
 	order := r0.MergeOrder()
 	nOrd := 0
 	for nOrd < len(order) && order[nOrd].Type.IsOrdered() {
